@@ -1,0 +1,45 @@
+"""Typed errors shared by every layer, each carrying the exit code of DESIGN.md.
+
+The numerics raise these (they subclass ValueError / LookupError where that is
+the natural Python type) so that callers can catch them without knowing the
+CLI; the CLI maps ``exit_code`` onto the process status and prints one line.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_DATA = 3
+EXIT_NOTHING = 4
+EXIT_DRIFT = 5
+
+
+class LrstreamError(Exception):
+    """Base class: a failure the user can act on, reported in one line."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(LrstreamError, ValueError):
+    """Bad arguments or configuration (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(LrstreamError, ValueError):
+    """Input data is corrupt, of the wrong shape, non-finite or empty (exit 3)."""
+
+    exit_code = EXIT_DATA
+
+
+class NothingToDoError(LrstreamError, LookupError):
+    """There is nothing to work on: no sketch, no new hour (exit 4)."""
+
+    exit_code = EXIT_NOTHING
+
+
+class DriftError(LrstreamError):
+    """The learned sketch lost to random sketches (exit 5)."""
+
+    exit_code = EXIT_DRIFT
