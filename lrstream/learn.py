@@ -1,0 +1,336 @@
+"""Learning sketch values by gradient descent (Indyk, Vakilian & Yuan, NeurIPS 2019).
+
+The training objective over matrices A_i (each scaled to sigma_1 = 1) is
+
+    L(S) = mean_i loss(A_i - SCW(S, A_i, k)),
+
+minimised over the nonzero values of a sparse S whose positions stay fixed
+(random CountSketch buckets). Kinds, all with m rows:
+
+* ``learned``: every value of a CountSketch trained.
+* ``mixed-j``: ceil(m/2) learned rows trained jointly with floor(m/2) fixed
+  random rows (the loss sees the whole sketch).
+* ``mixed-s``: ceil(m/2) rows learned alone, then floor(m/2) random rows appended.
+
+Mixed sketches are never worse than their random half (see :func:`lrstream.sketch.mixed`).
+
+The loop is split so that the distributed trainer reuses it exactly:
+:func:`batch_gradient` is a pure function (sketch, values, batch) -> (loss sum,
+gradient sum, count), and :class:`Stepper` owns the optimiser and applies one
+averaged gradient per step. ``learn`` is the single-process driver.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from ._checks import as_batch, check_rank, resolve_device
+from .errors import DataError, UsageError
+from .linalg import normalize_by_sigma1
+from .losses import ROUTES, check_loss, sketch_loss
+from .sketch import SparseSketch, learnable_sparse, mixed
+
+KINDS = ("learned", "mixed-j", "mixed-s")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+_DEFAULT_LR = {"adam": 0.05, "sgd": 1.0}
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Everything that determines a training run; saved with the sketch.
+
+    Defaults were chosen on video frames (bigbuckbunny, k=10, m=20) and need
+    no tuning for sigma_1-normalised data.
+    """
+
+    k: int
+    m: int
+    kind: str = "learned"
+    loss: str = "fro"
+    steps: int = 300
+    batch_size: int = 8
+    optimizer: str = "adam"
+    lr: float | None = None
+    lr_schedule: str = "cosine"
+    min_lr_fraction: float = 0.05
+    val_fraction: float = 0.1
+    eval_every: int = 25
+    patience: int = 6
+    seed: int = 0
+    route: str = "exact"
+    power_iters: int = 20
+    device: str = "cpu"
+    progress: bool | None = None
+
+    def validate(self) -> "LearnConfig":
+        check_rank(self.k)
+        if self.m < 2 and self.kind != "learned":
+            raise UsageError("mixed sketches need m >= 2")
+        if self.k > self.m:
+            raise UsageError(f"k={self.k} exceeds the sketch size m={self.m}")
+        for name, value, allowed in (
+            ("kind", self.kind, KINDS),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("lr_schedule", self.lr_schedule, SCHEDULES),
+            ("route", self.route, ROUTES),
+        ):
+            if value not in allowed:
+                raise UsageError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1 or self.patience < 1 or self.power_iters < 1:
+            raise UsageError("steps must be >= 0; batch_size, eval_every, patience and power_iters >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise UsageError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+        resolve_device(self.device)
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.lr if self.lr is not None else _DEFAULT_LR[self.optimizer])
+
+    @property
+    def m_learned(self) -> int:
+        return self.m if self.kind == "learned" else self.m - self.m // 2
+
+
+def initial_sketch(n: int, cfg: LearnConfig) -> SparseSketch:
+    """The starting point: a CountSketch for the learned rows, plus the fixed random rows for mixed-J."""
+    base = learnable_sparse(n, cfg.m_learned, seed=cfg.seed)
+    if cfg.kind == "mixed-j":
+        return mixed(base, cfg.m - cfg.m_learned, seed=cfg.seed + 1, kind="mixed-j")
+    return base
+
+
+def batch_gradient(
+    sketch: SparseSketch, params: torch.Tensor, A: torch.Tensor, cfg: LearnConfig, weight: torch.Tensor | None = None
+) -> tuple[float, torch.Tensor, int]:
+    """Loss sum and gradient sum over one batch of normalised matrices A (b, n, d).
+
+    ``params`` are the trainable values (sketch.trainable.sum(),). Returning
+    sums (not means) lets a parameter server average gradients from batches
+    of different sizes exactly: grad_mean = sum_w grad_sum_w / sum_w count_w.
+    """
+    p = params.detach().to(A.device, A.dtype).requires_grad_(True)
+    values = sketch.values.to(A.device, A.dtype).masked_scatter(sketch.trainable.to(A.device), p)  # (c, n)
+    per_matrix = sketch_loss(sketch, A, cfg.k, cfg.loss, values, cfg.route, weight, cfg.power_iters)  # (b,)
+    total = per_matrix.sum()
+    (grad,) = torch.autograd.grad(total, p)
+    return float(total.detach()), grad.detach().to("cpu", torch.float32), int(A.shape[0])
+
+
+class Stepper:
+    """Optimiser state for the trainable values; one call to :meth:`apply` is one step.
+
+    The learning rate follows the schedule of ``cfg`` over ``cfg.steps``.
+    """
+
+    def __init__(self, params: torch.Tensor, cfg: LearnConfig):
+        self.cfg = cfg
+        self.params = params.detach().clone().to(torch.float32).requires_grad_(True)
+        lr = cfg.learning_rate
+        if cfg.optimizer == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.Adam([self.params], lr=lr)
+        else:
+            self.opt = torch.optim.SGD([self.params], lr=lr, momentum=0.9)
+        self.step_count = 0
+
+    def lr_at(self, step: int) -> float:
+        base = self.cfg.learning_rate
+        if self.cfg.lr_schedule == "constant" or self.cfg.steps <= 1:
+            return base
+        floor = base * self.cfg.min_lr_fraction
+        t = min(step, self.cfg.steps) / self.cfg.steps
+        return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * t))
+
+    def apply(self, grad_mean: torch.Tensor) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step_count)
+        self.params.grad = grad_mean.to(self.params.dtype).clone()
+        self.opt.step()
+        self.step_count += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"params": self.params.detach().clone(), "opt": self.opt.state_dict(), "step": self.step_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.params.copy_(state["params"])
+        self.opt.load_state_dict(state["opt"])
+        self.step_count = int(state["step"])
+
+
+def _normalize_batch(A: torch.Tensor) -> torch.Tensor:
+    return normalize_by_sigma1(A)
+
+
+def _split(train: torch.Tensor, cfg: LearnConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    N = train.shape[0]
+    n_val = int(round(N * cfg.val_fraction))
+    if N < 2 or n_val == 0:
+        return train, None
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    perm = torch.randperm(N, generator=g)
+    return train[perm[n_val:]], train[perm[:n_val]]
+
+
+def _batches_from_tensor(train: torch.Tensor, cfg: LearnConfig) -> Iterable[torch.Tensor]:
+    """Endless seeded minibatches: a fresh permutation each epoch."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    N = train.shape[0]
+    b = min(cfg.batch_size, N)
+    while True:
+        perm = torch.randperm(N, generator=g)
+        for i in range(0, N - b + 1, b):
+            yield train[perm[i : i + b]]
+
+
+def _batches_from_iterable(source: Iterable, n: int | None) -> Iterable[torch.Tensor]:
+    """Re-iterate ``source`` epoch after epoch, normalising each batch; stops if an epoch is empty."""
+    while True:
+        empty = True
+        for batch in source:
+            A = as_batch(batch, "training batch")
+            if n is not None and A.shape[-2] != n:
+                raise DataError(f"training batch has n={A.shape[-2]} rows, expected {n}")
+            empty = False
+            yield _normalize_batch(A.to(torch.float32))
+        if empty:
+            return
+
+
+def _mean_loss(sketch: SparseSketch, values: torch.Tensor, data: torch.Tensor, cfg: LearnConfig, weight, device) -> float:
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, data.shape[0], cfg.batch_size):
+            A = data[i : i + cfg.batch_size].to(device)
+            total += float(sketch_loss(sketch, A, cfg.k, cfg.loss, values.to(device), cfg.route, weight, cfg.power_iters).sum())
+    return total / data.shape[0]
+
+
+def _fit(sketch: SparseSketch, batches: Iterable[torch.Tensor], val: torch.Tensor | None, cfg: LearnConfig, weight) -> tuple[SparseSketch, dict[str, Any]]:
+    device = resolve_device(cfg.device)
+    w = None if weight is None else torch.as_tensor(weight, dtype=torch.float32, device=device)
+    stepper = Stepper(sketch.values[sketch.trainable], cfg)
+    show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    from tqdm.auto import tqdm  # only the driver reports progress
+
+    bar = tqdm(total=cfg.steps, disable=not show, file=sys.stderr, desc=f"learn {cfg.kind} k={cfg.k} m={sketch.m}")
+
+    def values_now() -> torch.Tensor:
+        return sketch.values.masked_scatter(sketch.trainable, stepper.params.detach())
+
+    best = (math.inf, values_now(), 0)
+    curve: list[list[float]] = []
+    val_curve: list[list[float]] = []
+    stale = 0
+    t0 = time.perf_counter()
+    it = iter(batches)
+    for step in range(cfg.steps):
+        A = next(it, None)
+        if A is None:
+            break
+        loss_sum, grad_sum, count = batch_gradient(sketch, stepper.params, A.to(device), cfg, w)
+        stepper.apply(grad_sum / count)
+        curve.append([step + 1, loss_sum / count])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / count:.4g}")
+        if val is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            v = _mean_loss(sketch, values_now(), val, cfg, w, device)
+            val_curve.append([step + 1, v])
+            if v < best[0] - 1e-7:
+                best, stale = (v, values_now(), step + 1), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    bar.close()
+    if val is None:
+        best = (math.nan, values_now(), stepper.step_count)
+    info = {
+        "steps": stepper.step_count,
+        "best_step": best[2],
+        "val_loss": best[0] if val is not None else None,
+        "train_seconds": time.perf_counter() - t0,
+        "loss_curve": curve,
+        "val_curve": val_curve,
+    }
+    return sketch.with_values(best[1]), info
+
+
+def learn(train, k: int, m: int, kind: str = "learned", loss: str = "fro", steps: int = 300, seed: int = 0, device: str = "cpu", *, weight=None, val=None, config: LearnConfig | None = None, **options) -> SparseSketch:
+    """Learn a sparse sketch S (m, n) for rank-k SCW on matrices like ``train``.
+
+    Args:
+        train: (N, n, d) numpy array or torch tensor of raw matrices (uint8
+            frames are fine), or an iterable of such batches that can be
+            iterated repeatedly (one pass = one epoch). Each matrix is scaled
+            to sigma_1 = 1 here.
+        k: target rank.
+        m: sketch rows.
+        kind: "learned", "mixed-j" or "mixed-s".
+        loss: "fro" (default), "v" or "wfro" (then ``weight`` (n, d) is required).
+        steps: optimiser steps (each on ``batch_size`` matrices).
+        seed: fixes the initial CountSketch, the random half and the data order.
+        device: "cpu" or "cuda".
+        val: optional held-out matrices for early stopping; by default a
+            seeded ``val_fraction`` of an in-memory ``train`` is held out.
+        config: a full :class:`LearnConfig`; keyword ``options`` override fields of it.
+
+    Returns:
+        The sketch with the best validation loss, its metadata holding the
+        config and the training curves.
+    """
+    fields = {"k": k, "m": m, "kind": kind, "loss": loss, "steps": steps, "seed": seed, "device": device, **options}
+    unknown = set(options) - set(LearnConfig.__dataclass_fields__)
+    if unknown:
+        raise UsageError(f"unknown learn option(s): {', '.join(sorted(unknown))}")
+    cfg = replace(config, **fields) if config is not None else LearnConfig(**fields)
+    cfg.validate()
+
+    if isinstance(train, (np.ndarray, torch.Tensor)):
+        data = _normalize_batch(as_batch(train, "train").to(torch.float32))
+        n, d = data.shape[-2:]
+        tr, held = _split(data, cfg)
+        if val is not None:
+            held = _normalize_batch(as_batch(val, "val").to(torch.float32))
+        batches_factory = lambda: _batches_from_tensor(tr, cfg)  # noqa: E731
+    else:
+        first = next(iter(train), None)
+        if first is None:
+            raise DataError("the training data is empty")
+        n, d = as_batch(first, "training batch").shape[-2:]
+        held = None if val is None else _normalize_batch(as_batch(val, "val").to(torch.float32))
+        batches_factory = lambda: _batches_from_iterable(train, n)  # noqa: E731
+    if held is not None and tuple(held.shape[-2:]) != (n, d):
+        raise DataError(f"validation matrices are {tuple(held.shape[-2:])}, training matrices ({n}, {d})")
+    check_rank(cfg.k, n=n, d=d)
+    check_loss(cfg.loss, weight, n, d)
+
+    if cfg.kind == "mixed-s":
+        alone = replace(cfg, kind="learned", m=cfg.m_learned, k=min(cfg.k, cfg.m_learned))
+        learned, info = _fit(initial_sketch(n, alone), batches_factory(), held, alone, weight)
+        sketch = mixed(learned, cfg.m - cfg.m_learned, seed=cfg.seed + 1, kind="mixed-s")
+    else:
+        sketch, info = _fit(initial_sketch(n, cfg), batches_factory(), held, cfg, weight)
+    meta = {
+        **sketch.meta,
+        "kind": cfg.kind,
+        "n": int(n),
+        "d": int(d),
+        "k": cfg.k,
+        "m": cfg.m,
+        "loss": cfg.loss,
+        "seed": cfg.seed,
+        "config": asdict(cfg),
+        "training": info,
+    }
+    return SparseSketch(sketch.positions, sketch.values, sketch.trainable, sketch.m, meta)

@@ -1,0 +1,152 @@
+"""Differentiable linear-algebra building blocks for sketched low-rank approximation.
+
+Two quantities make every loss in lrstream, and both are ill-conditioned when
+differentiated naively:
+
+* the orthonormal basis Q of the row space of B = SA. Differentiating
+  Householder QR divides by the diagonal of R, which is zero for rank-deficient
+  B (empty buckets, duplicate rows, all-zero frames). :class:`_RowSpaceBasis`
+  uses the projector identity instead: for P = Q Q^T and B with pseudo-inverse
+  B^+, dP = (I - P) dB^T (B^+)^T + transpose, so the gradient of any loss that
+  depends on Q only through its span is ``T G_Q^T (I - Q Q^T)`` with
+  Q = B^T T. No division by a singular value of B ever happens beyond the
+  rank cut-off.
+* the projector onto the top-k eigenvectors of a symmetric M. Its derivative
+  couples only a kept eigenvector i with a dropped one j, through
+  1 / (lambda_i - lambda_j); ties *inside* the kept or dropped sets (repeated
+  singular values) contribute nothing, and a tie *across* the cut-off (where
+  the function has no derivative) is given the zero subgradient.
+
+All functions are batched over leading dimensions and work on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Relative rank cut-off, in units of the dtype's machine epsilon times the
+# largest dimension, as in numpy.linalg.matrix_rank.
+_RANK_RTOL_FACTOR = 1.0
+
+
+def _rank_tol(x: torch.Tensor, smax: torch.Tensor) -> torch.Tensor:
+    eps = torch.finfo(x.dtype).eps
+    return smax * (max(x.shape[-2:]) * eps * _RANK_RTOL_FACTOR)
+
+
+def _basis_and_dual(B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (Q, T) with Q = B^T T an orthonormal basis of rowspace(B).
+
+    B is (..., m, d) with m <= d. Columns of Q (and T) beyond the numerical
+    rank are exactly zero, so Q always has m columns and shapes stay static.
+    Rows are normalised first: the row space does not change, and a bucket
+    whose rows happen to carry little energy is not mistaken for a dependent
+    one by the rank cut-off.
+    """
+    norms = B.norm(dim=-1, keepdim=True)  # (..., m, 1)
+    inv_norms = torch.where(norms > 0, 1.0 / norms.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(norms))
+    Bn = B * inv_norms  # (..., m, d)
+    U, s, Vh = torch.linalg.svd(Bn, full_matrices=False)  # (..., m, m), (..., m), (..., m, d)
+    keep = s > _rank_tol(Bn, s[..., :1])  # (..., m)
+    s_inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(s))
+    Q = Vh.mT * keep.to(B.dtype).unsqueeze(-2)  # (..., d, m)
+    # Bn = U diag(s) Vh and Bn = D B, so Q = B^T D U diag(1/s) on the kept part.
+    T = inv_norms * (U * s_inv.unsqueeze(-2))  # (..., m, m)
+    return Q, T
+
+
+class _RowSpaceBasis(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, B):
+        Q, T = _basis_and_dual(B)
+        ctx.save_for_backward(Q, T)
+        return Q
+
+    @staticmethod
+    def backward(ctx, gQ):
+        Q, T = ctx.saved_tensors
+        # dQ = (I - QQ^T) dB^T T + Q*skew; the skew part is invisible to any
+        # loss that depends on span(Q) only, which is every loss here.
+        gQt = gQ.mT  # (..., m, d)
+        residual = gQt - (gQt @ Q) @ Q.mT  # (..., m, d)
+        return T @ residual
+
+
+def row_space_basis(B: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis of the row space of B, differentiable and rank-safe.
+
+    Args:
+        B: (..., m, d) with m <= d.
+
+    Returns:
+        Q: (..., d, m) with orthonormal columns spanning rowspace(B); columns
+        past the numerical rank are zero. Its gradient is the span-only
+        gradient derived in the module docstring; use it only in losses that
+        are invariant to rotations of Q (all SCW losses are).
+    """
+    return _RowSpaceBasis.apply(B)
+
+
+class _TopKProjector(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, M, k):
+        lam, W = torch.linalg.eigh(M)  # ascending: (..., r), (..., r, r)
+        Wk = W[..., -k:]  # (..., r, k)
+        ctx.save_for_backward(lam, W)
+        ctx.k = k
+        return Wk @ Wk.mT
+
+    @staticmethod
+    def backward(ctx, G):
+        lam, W = ctx.saved_tensors
+        k = ctx.k
+        r = lam.shape[-1]
+        Gs = 0.5 * (G + G.mT)
+        Gw = W.mT @ Gs @ W  # (..., r, r)
+        top = torch.zeros(r, dtype=torch.bool, device=lam.device)
+        top[r - k :] = True
+        cross = (~top).unsqueeze(-1) & top.unsqueeze(-2)  # [j tail, i top]
+        gap = lam.unsqueeze(-2) - lam.unsqueeze(-1)  # [j, i] = lam_i - lam_j
+        scale = lam.abs().amax(dim=-1, keepdim=True).unsqueeze(-1)
+        tol = scale * (r * torch.finfo(lam.dtype).eps * 10) + torch.finfo(lam.dtype).tiny
+        ok = cross & (gap > tol)
+        K = torch.where(ok, 2.0 * Gw / torch.where(ok, gap, torch.ones_like(gap)), torch.zeros_like(Gw))
+        gM = W @ K @ W.mT
+        return 0.5 * (gM + gM.mT), None
+
+
+def top_k_projector(M: torch.Tensor, k: int) -> torch.Tensor:
+    """Projector W_k W_k^T onto the top-k eigenvectors of a symmetric M.
+
+    Args:
+        M: (..., r, r) symmetric positive semi-definite.
+        k: 1 <= k <= r.
+
+    Returns:
+        (..., r, r) projector. Gradients stay finite with repeated or zero
+        eigenvalues (see the module docstring).
+    """
+    return _TopKProjector.apply(M, k)
+
+
+def singular_values(A: torch.Tensor) -> torch.Tensor:
+    """Singular values of each matrix, descending: (..., n, d) -> (..., min(n, d))."""
+    return torch.linalg.svdvals(A)
+
+
+def sigma1(A: torch.Tensor) -> torch.Tensor:
+    """Top singular value of each matrix: (..., n, d) -> (...)."""
+    return torch.linalg.matrix_norm(A, ord=2)
+
+
+def normalize_by_sigma1(A: torch.Tensor, s1: torch.Tensor | None = None) -> torch.Tensor:
+    """Scale each matrix so that its top singular value is 1 (zero matrices stay zero)."""
+    if s1 is None:
+        s1 = sigma1(A)
+    scale = torch.where(s1 > 0, 1.0 / s1.clamp_min(torch.finfo(A.dtype).tiny), torch.zeros_like(s1))
+    return A * scale[..., None, None]
+
+
+def optimal_error(s: torch.Tensor, k: int) -> torch.Tensor:
+    """Eckart-Young: ||A - [A]_k||_F = sqrt(sum_{i>k} sigma_i^2), from descending singular values (..., r)."""
+    return s[..., k:].square().sum(-1).sqrt()
