@@ -1,0 +1,148 @@
+"""Frame and matrix sources: video files, images, .npy/.csv arrays, a synthetic stream.
+
+This is the data plane's input side. It knows nothing of sketches: it turns
+URLs into uint8 frames (N, H, W, C) or float matrices, and every failure
+(missing, undecodable, non-finite or empty input) into a one-line
+:class:`~lrstream.errors.DataError`, exit code 3.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import fsspec
+import numpy as np
+
+from .errors import DataError, UsageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _open(url: str, mode: str = "rb"):
+    try:
+        return fsspec.open(url, mode).open()
+    except FileNotFoundError:
+        raise DataError(f"source not found: {url}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot open source {url}: {exc}") from None
+
+
+def read_video(url: str, max_frames: int | None = None) -> np.ndarray:
+    """Decode a video (any container ffmpeg reads) into RGB uint8 frames (N, H, W, 3)."""
+    import av  # decoding is optional for users who only load arrays
+
+    frames = []
+    with _open(url) as f:
+        try:
+            with av.open(f) as container:
+                for frame in container.decode(video=0):
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    if max_frames is not None and len(frames) >= max_frames:
+                        break
+        except (av.error.FFmpegError, ValueError, IndexError) as exc:
+            raise DataError(f"cannot decode video {url}: {exc.__class__.__name__}") from None
+    if not frames:
+        raise DataError(f"video {url} has no frames")
+    return np.stack(frames)
+
+
+def read_image(url: str) -> np.ndarray:
+    """Read a PNG/JPEG/... image as uint8 (H, W, C) (C = 1 for grayscale, 3 for colour)."""
+    from PIL import Image, UnidentifiedImageError
+
+    with _open(url) as f:
+        try:
+            img = Image.open(io.BytesIO(f.read()))
+            img.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"cannot decode image {url}: {exc}") from None
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def read_matrix(url: str) -> np.ndarray:
+    """Read one matrix (n, d) or a stack (N, n, d) from .npy, .csv or an image file.
+
+    .npy is read with ``allow_pickle=False``; an image becomes a (C*H, W)
+    matrix with its channels stacked as rows, like video frames.
+    """
+    suffix = os.path.splitext(url.split("?")[0])[1].lower()
+    if suffix == ".npy":
+        with _open(url) as f:
+            try:
+                arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise DataError(f"cannot read {url} as .npy: {exc}") from None
+    elif suffix == ".csv":
+        with _open(url) as f:
+            try:
+                arr = np.loadtxt(io.TextIOWrapper(f), delimiter=",", ndmin=2)
+            except ValueError as exc:
+                raise DataError(f"cannot read {url} as numeric CSV: {exc}") from None
+    elif suffix in IMAGE_SUFFIXES:
+        arr = frames_to_matrices(read_image(url)[None])[0]
+    else:
+        raise UsageError(f"unsupported input type {suffix or '(none)'} for {url}; use .npy, .csv or an image")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{url} holds {arr.dtype} data, not numbers")
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise DataError(f"{url} must hold a non-empty (n, d) or (N, n, d) array, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"{url} contains NaN or Inf")
+    return arr
+
+
+def frames_to_matrices(frames: np.ndarray, gray: bool = False) -> np.ndarray:
+    """(N, H, W, C) frames -> (N, C*H, W) matrices with channels stacked as rows.
+
+    With ``gray``, colour frames become luminance (ITU-R BT.601) (N, H, W).
+    The dtype is kept (uint8 stays uint8); conversion to float is the consumer's.
+    """
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4:
+        raise DataError(f"frames must be (N, H, W[, C]), got shape {frames.shape}")
+    if gray:
+        if frames.shape[-1] == 1:
+            return frames[..., 0]
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return (frames[..., :3].astype(np.float32) @ weights).astype(np.float32)
+    N, H, W, C = frames.shape
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2)).reshape(N, C * H, W)
+
+
+def synthetic_frames(n_frames: int, height: int = 72, width: int = 128, channels: int = 3, seed: int = 0, start: int = 0) -> np.ndarray:
+    """A deterministic moving-texture video as uint8 (n_frames, H, W, C).
+
+    A smooth random texture (a few random 2-D sinusoids per channel) drifts
+    with a constant velocity under a slowly varying illumination, so
+    consecutive frames share structure the way real footage does. Frame t of
+    the stream depends only on (seed, t), so ``start`` windows of one stream
+    concatenate into the same video.
+    """
+    if n_frames < 0 or height < 1 or width < 1 or channels < 1:
+        raise UsageError("synthetic stream needs n_frames >= 0 and positive height, width, channels")
+    rng = np.random.default_rng(seed)
+    n_waves = 6
+    freq = rng.uniform(0.5, 4.0, size=(channels, n_waves, 2))  # cycles per frame size
+    phase = rng.uniform(0, 2 * np.pi, size=(channels, n_waves))
+    amp = rng.uniform(0.3, 1.0, size=(channels, n_waves))
+    velocity = rng.uniform(-1.5, 1.5, size=2)  # pixels per frame
+    y = np.arange(height, dtype=np.float64)[:, None] / height
+    x = np.arange(width, dtype=np.float64)[None, :] / width
+    out = np.empty((n_frames, height, width, channels), dtype=np.uint8)
+    for i in range(n_frames):
+        t = start + i
+        dy, dx = velocity * t / np.array([height, width])
+        light = 0.8 + 0.2 * np.sin(2 * np.pi * t / 97.0)
+        for c in range(channels):
+            img = np.zeros((height, width))
+            for w in range(n_waves):
+                fy, fx = freq[c, w]
+                img += amp[c, w] * np.sin(2 * np.pi * (fy * (y + dy) + fx * (x + dx)) + phase[c, w])
+            img = (img / amp[c].sum() + 1.0) * 0.5 * light
+            out[i, :, :, c] = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    return out
