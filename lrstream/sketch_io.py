@@ -18,21 +18,16 @@ import io
 import json
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 
 from .errors import DataError, NothingToDoError
 from .sketch import DenseSketch, SparseSketch
+from .storage import url_to_fs
 
 FORMAT = "lrstream-sketch"
 FORMAT_VERSION = 1
 META = "meta.json"
-
-
-def _fs(url: str):
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path.rstrip("/")
 
 
 def _arrays(sketch) -> dict[str, np.ndarray]:
@@ -47,7 +42,7 @@ def _arrays(sketch) -> dict[str, np.ndarray]:
 
 def save_sketch(sketch, url: str) -> None:
     """Write ``sketch`` under ``url``; meta.json goes last so readers never see a partial sketch."""
-    fs, root = _fs(url)
+    fs, root = url_to_fs(url)
     fs.makedirs(root, exist_ok=True)
     entries: dict[str, Any] = {}
     for name, arr in _arrays(sketch).items():
@@ -95,7 +90,7 @@ def load_sketch(url: str):
     Raises NothingToDoError (exit 4) when there is no sketch at ``url`` and
     DataError (exit 3) when it is truncated, corrupted or inconsistent.
     """
-    fs, root = _fs(url)
+    fs, root = url_to_fs(url)
     try:
         with fs.open(f"{root}/{META}", "r") as f:
             text = f.read()

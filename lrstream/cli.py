@@ -1,0 +1,210 @@
+"""The ``lrstream`` command line.
+
+Conventions (DESIGN.md, shared by every command):
+
+* exit codes: 0 done, 1 internal error, 2 bad usage, 3 bad input data,
+  4 nothing to work on, 5 drift;
+* an error the user can fix prints one line to stderr (``--debug`` shows the
+  traceback);
+* ``--json`` prints exactly one JSON object as the last line of stdout; human
+  output and progress go to stderr;
+* ``--config FILE`` (YAML or TOML) supplies the same keys as the flags, with
+  dashes or underscores; flags given on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+from .errors import EXIT_INTERNAL, EXIT_OK, LrstreamError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors follow the one-line convention."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file with default values for these options")
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+
+            data = tomllib.loads(raw.decode())
+        else:
+            import yaml
+
+            data = yaml.safe_load(raw) or {}
+    except Exception as exc:  # any parse failure of a user file is a usage error
+        raise UsageError(f"cannot parse config {path}: {exc.__class__.__name__}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config {path} must be a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+# ---------------------------------------------------------------- factorize
+
+
+def _add_factorize(sub) -> None:
+    p = sub.add_parser("factorize", help="classic rank-k factorisation of one matrix (.npy, .csv or image)")
+    p.add_argument("input", help="path or fsspec URL of a .npy, .csv or image file")
+    p.add_argument("--k", type=int, required=True, help="target rank")
+    p.add_argument("--method", choices=["svd", "uv", "complete"], default="svd", help="truncated SVD, gradient U.V, or masked completion")
+    p.add_argument("--out", required=True, help="output folder (path or fsspec URL) for L.npy, R.npy and metrics.json")
+    p.add_argument("--steps", type=int, default=2000, help="optimiser steps for uv/complete")
+    p.add_argument("--lr", type=float, default=None, help="learning rate for uv/complete (default: the method's own)")
+    p.add_argument("--mask", help="complete: .npy bool mask of observed entries (default: the finite entries)")
+    p.add_argument("--observed", type=float, default=None, help="complete: observe this seeded random fraction of the entries instead")
+    p.add_argument("--holdout", type=float, default=0.1, help="complete: fraction of observed entries held out to report error")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    _common(p)
+    p.set_defaults(run=_run_factorize)
+
+
+def _run_factorize(args, log) -> dict:
+    import numpy as np
+
+    from . import factorize as fz
+    from .sources import read_matrix
+    from .storage import url_to_fs
+
+    A = read_matrix(args.input)
+    if A.ndim != 2:
+        raise UsageError(f"factorize takes one matrix, {args.input} holds a stack of shape {A.shape}")
+    A = A.astype(np.float64)
+    if args.method == "svd":
+        res = fz.truncated_svd(A, args.k)
+    elif args.method == "uv":
+        res = fz.uv_factorize(A, args.k, steps=args.steps, lr=args.lr, seed=args.seed, device=args.device)
+    else:
+        if args.mask and args.observed is not None:
+            raise UsageError("give either --mask or --observed, not both")
+        if args.mask:
+            mask = read_matrix(args.mask).astype(bool)
+        elif args.observed is not None:
+            if not 0 < args.observed <= 1:
+                raise UsageError("--observed must lie in (0, 1]")
+            mask = np.random.default_rng(args.seed).random(A.shape) < args.observed
+        else:
+            mask = np.isfinite(A)
+        res = fz.complete_matrix(A, mask, args.k, steps=args.steps, lr=args.lr, holdout=args.holdout, seed=args.seed, device=args.device)
+    fs, root = url_to_fs(args.out)
+    fs.makedirs(root, exist_ok=True)
+    for name, arr in (("L", res.L), ("R", res.R)):
+        with fs.open(f"{root}/{name}.npy", "wb") as f:
+            np.save(f, arr.detach().cpu().numpy(), allow_pickle=False)
+    metrics = {"input": args.input, "method": args.method, "k": args.k, "shape": list(A.shape), **res.metrics()}
+    with fs.open(f"{root}/metrics.json", "w") as f:
+        json.dump(metrics, f, indent=1)
+    for key, value in metrics.items():
+        log(f"{key:>24}: {value}")
+    log(f"factors and metrics written to {args.out}")
+    return {**metrics, "out": args.out}
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="learn sketches on the sample video and compare them with random sketches")
+    p.add_argument("--root", default="lrstream-demo", help="where sketches are written (path or fsspec URL)")
+    p.add_argument("--source", default="auto", help="auto (sample video, else synthetic), bigbuckbunny, synthetic, or a video URL")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--m", type=int, default=20)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--kinds", default="learned,mixed-j", help="comma-separated sketch kinds to learn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    _common(p)
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args, log) -> dict:
+    from .demo import DemoConfig, format_table, run_demo
+
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    cfg = DemoConfig(root=args.root, source=args.source, k=args.k, m=args.m, steps=args.steps, kinds=kinds, seed=args.seed, device=args.device)
+    result = run_demo(cfg, log=log)
+    log(format_table(result))
+    for kind, url in result["sketches"].items():
+        log(f"sketch {kind}: {url}")
+    return result
+
+
+# ---------------------------------------------------------------- main
+
+COMMANDS: list[Callable] = [_add_factorize, _add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lrstream", description="Learned sketches for low-rank approximation of streaming matrices.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        values = _load_config(args.config)
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # the chosen subcommand's parser
+        known = {a.dest for a in sub._actions}
+        unknown = set(values) - known
+        if unknown:
+            raise UsageError(f"config {args.config}: unknown option(s) {', '.join(sorted(unknown))}")
+        sub.set_defaults(**values)
+        args = parser.parse_args(argv)  # re-parse so that flags on the command line win
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("LRSTREAM_DEBUG") == "1"
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        args = _parse(argv)
+        result = args.run(args, log)
+        if args.json:
+            print(json.dumps(result, default=float))
+        return EXIT_OK
+    except LrstreamError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"lrstream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lrstream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place that turns any bug into exit 1 with one line
+        if debug:
+            traceback.print_exc()
+        print(f"lrstream: internal error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
