@@ -164,17 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        values = _load_config(args.config)
-        sub = parser._subparsers._group_actions[0].choices[args.command]  # the chosen subcommand's parser
-        known = {a.dest for a in sub._actions}
-        unknown = set(values) - known
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    choices = parser._subparsers._group_actions[0].choices  # subcommand name -> its parser
+    command = next((a for a in argv if a in choices), None)
+    if known.config and command is not None:
+        values = _load_config(known.config)
+        sub = choices[command]
+        dests = {a.dest: a for a in sub._actions}
+        unknown = set(values) - set(dests) - {"config"}
         if unknown:
-            raise UsageError(f"config {args.config}: unknown option(s) {', '.join(sorted(unknown))}")
+            raise UsageError(f"config {known.config}: unknown option(s) {', '.join(sorted(unknown))}")
+        for name in values:
+            dests[name].required = False  # supplied by the file; a flag still wins
         sub.set_defaults(**values)
-        args = parser.parse_args(argv)  # re-parse so that flags on the command line win
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

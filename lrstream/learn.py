@@ -266,7 +266,21 @@ def _fit(sketch: SparseSketch, batches: Iterable[torch.Tensor], val: torch.Tenso
     return sketch.with_values(best[1]), info
 
 
-def learn(train, k: int, m: int, kind: str = "learned", loss: str = "fro", steps: int = 300, seed: int = 0, device: str = "cpu", *, weight=None, val=None, config: LearnConfig | None = None, **options) -> SparseSketch:
+def learn(
+    train,
+    k: int | None = None,
+    m: int | None = None,
+    kind: str | None = None,
+    loss: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    *,
+    weight=None,
+    val=None,
+    config: LearnConfig | None = None,
+    **options,
+) -> SparseSketch:
     """Learn a sparse sketch S (m, n) for rank-k SCW on matrices like ``train``.
 
     Args:
@@ -283,17 +297,27 @@ def learn(train, k: int, m: int, kind: str = "learned", loss: str = "fro", steps
         device: "cpu" or "cuda".
         val: optional held-out matrices for early stopping; by default a
             seeded ``val_fraction`` of an in-memory ``train`` is held out.
-        config: a full :class:`LearnConfig`; keyword ``options`` override fields of it.
+        config: a full :class:`LearnConfig`. Arguments given explicitly (not
+            None) and keyword ``options`` (any other LearnConfig field)
+            override it; without a config, k and m are required and the rest
+            take LearnConfig's defaults (kind "learned", loss "fro", 300
+            steps, seed 0, cpu).
 
     Returns:
         The sketch with the best validation loss, its metadata holding the
         config and the training curves.
     """
-    fields = {"k": k, "m": m, "kind": kind, "loss": loss, "steps": steps, "seed": seed, "device": device, **options}
     unknown = set(options) - set(LearnConfig.__dataclass_fields__)
     if unknown:
         raise UsageError(f"unknown learn option(s): {', '.join(sorted(unknown))}")
-    cfg = replace(config, **fields) if config is not None else LearnConfig(**fields)
+    given = {"k": k, "m": m, "kind": kind, "loss": loss, "steps": steps, "seed": seed, "device": device}
+    fields = {**{name: v for name, v in given.items() if v is not None}, **options}
+    if config is not None:
+        cfg = replace(config, **fields)
+    elif k is None or m is None:
+        raise UsageError("learn needs k and m (or a LearnConfig)")
+    else:
+        cfg = LearnConfig(**fields)
     cfg.validate()
 
     if isinstance(train, (np.ndarray, torch.Tensor)):

@@ -110,3 +110,13 @@ def test_bad_training_data(video):
         L.learn([], K, M, steps=1)
     with pytest.raises(DataError, match="rows"):
         L.learn([video[0][:2], video[0][:2, :100]], K, M, steps=3)
+
+
+def test_config_object_is_honoured_and_explicit_arguments_override_it(video):
+    cfg = L.LearnConfig(k=K, m=M, kind="mixed-j", steps=3, seed=5)
+    S = L.learn(video[0], config=cfg)
+    assert S.kind == "mixed-j" and S.meta["config"]["seed"] == 5 and S.meta["training"]["steps"] == 3
+    T = L.learn(video[0], config=cfg, kind="learned", steps=2)
+    assert T.kind == "learned" and T.meta["config"]["steps"] == 2 and T.meta["config"]["seed"] == 5
+    with pytest.raises(UsageError, match="k and m"):
+        L.learn(video[0], k=K)

@@ -1,0 +1,68 @@
+"""Test error gap and training time of each sketch kind on the bigbuckbunny clip.
+
+Frames become 2160x1280 matrices (RGB stacked as rows); the first 75% train,
+the last 25% test. Prints a table and writes JSON (default benchmarks/quality.json).
+
+    python benchmarks/quality.py [--settings 10:20,20:40] [--steps 300] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+
+import torch
+
+import lrstream as L
+from lrstream.demo import sample_video_path
+from lrstream.sources import frames_to_matrices, read_video
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--settings", default="10:20", help="comma-separated k:m pairs")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--kinds", default="learned,mixed-j,mixed-s")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "quality.json"))
+    args = ap.parse_args()
+
+    A = frames_to_matrices(read_video(sample_video_path()))
+    n_train = int(round(0.75 * A.shape[0]))
+    t = time.perf_counter()
+    test = L.prepare(A[n_train:])
+    print(f"bigbuckbunny: {A.shape[0]} frames {A.shape[1]}x{A.shape[2]}, train {n_train}, test {A.shape[0] - n_train}; prepare {time.perf_counter() - t:.1f}s")
+    rows = []
+    for pair in args.settings.split(","):
+        k, m = (int(x) for x in pair.split(":"))
+        opt = float(test.optimal_errors(k).mean())
+        cands = [("sparse_random", L.sparse_random(A.shape[1], m, seed=0), None), ("dense_random", L.dense_random(A.shape[1], m, seed=0), None)]
+        for kind in args.kinds.split(","):
+            t = time.perf_counter()
+            S = L.learn(A[:n_train], k, m, kind=kind, steps=args.steps)
+            cands.append((kind, S, time.perf_counter() - t))
+            if kind != "learned":
+                cands.append((f"{kind} random half", L.random_half(S), None))
+        base = None
+        for name, S, secs in cands:
+            gap = L.error_gap(S, test, k)
+            base = gap if base is None else base
+            rows.append({"k": k, "m": m, "sketch": name, "rows": S.m, "gap": gap, "optimal_error": opt, "ratio_vs_sparse_random": base / gap, "train_seconds": secs})
+            print(f"k={k:<3} m={m:<3} {name:<24} rows={S.m:<3} gap={gap:.6f}  x{base / gap:6.2f}  " + ("" if secs is None else f"train {secs:.0f}s"), flush=True)
+    doc = {
+        "benchmark": "quality",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "steps": args.steps,
+        "results": rows,
+    }
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
