@@ -33,7 +33,7 @@ import torch
 
 from ._checks import as_batch, check_rank, resolve_device
 from .errors import DataError, UsageError
-from .linalg import normalize_by_sigma1
+from .linalg import normalize_by_sigma1, sigma1_estimate
 from .losses import ROUTES, check_loss, sketch_loss
 from .sketch import SparseSketch, learnable_sparse, mixed
 
@@ -168,8 +168,10 @@ class Stepper:
         self.step_count = int(state["step"])
 
 
-def _normalize_batch(A: torch.Tensor) -> torch.Tensor:
-    return normalize_by_sigma1(A)
+def _normalize_batch(A: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Scale each matrix to sigma_1 = 1 (estimated; see :func:`sigma1_estimate`)."""
+    s1 = torch.cat([sigma1_estimate(A[i : i + chunk]) for i in range(0, A.shape[0], chunk)])  # (N,)
+    return normalize_by_sigma1(A, s1)
 
 
 def _split(train: torch.Tensor, cfg: LearnConfig) -> tuple[torch.Tensor, torch.Tensor | None]:

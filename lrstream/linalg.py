@@ -139,6 +139,25 @@ def sigma1(A: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(A, ord=2)
 
 
+def sigma1_estimate(A: torch.Tensor, iters: int = 8, block: int = 4, seed: int = 0) -> torch.Tensor:
+    """Top singular value by block subspace iteration: (..., n, d) -> (...).
+
+    X <- orth(A^T A X) for ``iters`` rounds from a seeded Gaussian (d, block)
+    start, then sigma_1(A X) (Rayleigh-Ritz). It never exceeds sigma_1 and its
+    relative error decays like (sigma_{block+1} / sigma_1)^(4 iters); for
+    natural images, where sigma_1 (the mean image) dominates, it is exact to
+    float precision at a small fraction of a full SVD's cost. Used to scale
+    training data, where a full SVD per matrix per epoch would dominate.
+    """
+    d = A.shape[-1]
+    b = min(block, d)
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(d, b, generator=g, dtype=A.dtype).to(A.device).expand(*A.shape[:-2], d, b)  # (..., d, b)
+    for _ in range(iters):
+        X, _ = torch.linalg.qr(A.mT @ (A @ X))  # (..., d, b)
+    return torch.linalg.matrix_norm(A @ X, ord=2)
+
+
 def normalize_by_sigma1(A: torch.Tensor, s1: torch.Tensor | None = None) -> torch.Tensor:
     """Scale each matrix so that its top singular value is 1 (zero matrices stay zero)."""
     if s1 is None:
