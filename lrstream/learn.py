@@ -22,6 +22,7 @@ averaged gradient per step. ``learn`` is the single-process driver.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -330,12 +331,16 @@ def learn(
             held = _normalize_batch(as_batch(val, "val").to(torch.float32))
         batches_factory = lambda: _batches_from_tensor(tr, cfg)  # noqa: E731
     else:
-        first = next(iter(train), None)
+        it = iter(train)
+        first = next(it, None)
         if first is None:
             raise DataError("the training data is empty")
         n, d = as_batch(first, "training batch").shape[-2:]
         held = None if val is None else _normalize_batch(as_batch(val, "val").to(torch.float32))
-        batches_factory = lambda: _batches_from_iterable(train, n)  # noqa: E731
+        # A one-shot iterator (a generator) gives one epoch: put back the batch
+        # that was read to learn the shape. Re-iterables are re-read each epoch.
+        source = itertools.chain([first], it) if it is train else train
+        batches_factory = lambda: _batches_from_iterable(source, n)  # noqa: E731
     if held is not None and tuple(held.shape[-2:]) != (n, d):
         raise DataError(f"validation matrices are {tuple(held.shape[-2:])}, training matrices ({n}, {d})")
     check_rank(cfg.k, n=n, d=d)

@@ -120,3 +120,16 @@ def test_config_object_is_honoured_and_explicit_arguments_override_it(video):
     assert T.kind == "learned" and T.meta["config"]["steps"] == 2 and T.meta["config"]["seed"] == 5
     with pytest.raises(UsageError, match="k and m"):
         L.learn(video[0], k=K)
+
+
+def test_one_shot_generator_is_one_epoch_without_losing_a_batch(video):
+    seen = []
+
+    def gen():
+        for i in range(0, 36, 6):
+            seen.append(i)
+            yield video[0][i : i + 6]
+
+    S = L.learn(gen(), K, M, steps=50)
+    assert seen == [0, 6, 12, 18, 24, 30]
+    assert S.meta["training"]["steps"] == 6  # every batch used once, none lost
