@@ -21,7 +21,17 @@ import sys
 import traceback
 from typing import Any, Callable
 
+from .config import load_config_file
 from .errors import EXIT_INTERNAL, EXIT_OK, LrstreamError, UsageError
+
+
+class _CommandFailed(LrstreamError):
+    """A command that finished with a failure but still has a JSON result to print."""
+
+    def __init__(self, message: str, exit_code: int, result: dict):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.result = result
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,28 +45,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file with default values for these options")
-
-
-def _load_config(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
-    try:
-        if path.endswith(".toml"):
-            import tomllib
-
-            data = tomllib.loads(raw.decode())
-        else:
-            import yaml
-
-            data = yaml.safe_load(raw) or {}
-    except Exception as exc:  # any parse failure of a user file is a usage error
-        raise UsageError(f"cannot parse config {path}: {exc.__class__.__name__}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"config {path} must be a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 # ---------------------------------------------------------------- factorize
@@ -149,9 +137,56 @@ def _run_demo(args, log) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- ingest
+
+
+def _add_ingest(sub) -> None:
+    p = sub.add_parser("ingest", help="ingest one hour of one or more streams into Arrow shards (one Ray actor per stream)")
+    p.add_argument("--root", required=True, help="storage root (path or fsspec URL)")
+    p.add_argument("--stream", help="stream name")
+    p.add_argument("--hour", help="hour label YYYY-MM-DDTHH")
+    p.add_argument("--source", help="video file, image folder, .npy stack, or synthetic://?frames=N&height=H&width=W&seed=S")
+    p.add_argument("--plan", help="YAML/TOML file listing streams: [{stream, hour, source}] to ingest at once")
+    p.add_argument("--force", action="store_true", help="replace an hour that is already ingested (atomically)")
+    p.add_argument("--rows-per-shard", type=int, default=32)
+    p.add_argument("--compression", default="zstd", choices=["zstd", "lz4", "none"])
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--no-ray", action="store_true", help="run the ingest actors in this process")
+    _common(p)
+    p.set_defaults(run=_run_ingest)
+
+
+def _run_ingest(args, log) -> dict:
+    from .ingest import IngestSpec, ingest_many, load_plan
+    from .shards import WriteOptions
+
+    single = (args.stream, args.hour, args.source)
+    if args.plan and any(single):
+        raise UsageError("give either --plan or --stream/--hour/--source, not both")
+    if args.plan:
+        specs = load_plan(args.plan)
+    elif all(single):
+        specs = [IngestSpec(args.stream, args.hour, args.source)]
+    else:
+        raise UsageError("ingest needs --stream, --hour and --source (or --plan FILE)")
+    options = WriteOptions(rows_per_shard=args.rows_per_shard, compression=args.compression, force=args.force)
+    results = ingest_many(args.root, specs, options, address=args.address, use_ray=not args.no_ray)
+    failed = [r for r in results if not r["ok"]]
+    for r in results:
+        if r["ok"]:
+            what = {"exists": "already ingested, nothing to do", "concurrent": "ingested by a concurrent run, kept that copy"}.get(r["status"], r["status"])
+            log(f"stream {r['stream']} hour {r['hour']}: {what}: {r['rows']} frames in {r['files']} shards, {r['bytes'] / 1e6:.1f} MB ({r['raw_bytes'] / 1e6:.1f} MB raw), {r['quarantined']} quarantined")
+    for r in failed[1:]:
+        log(f"lrstream: error: stream {r['stream']} hour {r['hour']}: {r['error']}")
+    if failed:
+        first = failed[0]
+        raise _CommandFailed(f"stream {first['stream']} hour {first['hour']}: {first['error']}", first["exit_code"], {"results": results})
+    return results[0] if len(results) == 1 and not args.plan else {"results": results}
+
+
 # ---------------------------------------------------------------- main
 
-COMMANDS: list[Callable] = [_add_factorize, _add_demo]
+COMMANDS: list[Callable] = [_add_factorize, _add_ingest, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +205,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     choices = parser._subparsers._group_actions[0].choices  # subcommand name -> its parser
     command = next((a for a in argv if a in choices), None)
     if known.config and command is not None:
-        values = _load_config(known.config)
+        values = load_config_file(known.config)
         sub = choices[command]
         dests = {a.dest: a for a in sub._actions}
         unknown = set(values) - set(dests) - {"config"}
@@ -200,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"lrstream: error: {exc}", file=sys.stderr)
+        if isinstance(exc, _CommandFailed) and "--json" in argv:
+            print(json.dumps(exc.result, default=float))
         return exc.exit_code
     except KeyboardInterrupt:
         print("lrstream: interrupted", file=sys.stderr)

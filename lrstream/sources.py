@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import parse_qs, urlparse
 
 import fsspec
 import numpy as np
@@ -71,11 +74,7 @@ def read_matrix(url: str) -> np.ndarray:
     """
     suffix = os.path.splitext(url.split("?")[0])[1].lower()
     if suffix == ".npy":
-        with _open(url) as f:
-            try:
-                arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise DataError(f"cannot read {url} as .npy: {exc}") from None
+        arr = read_array_file(url)
     elif suffix == ".csv":
         with _open(url) as f:
             try:
@@ -114,8 +113,8 @@ def frames_to_matrices(frames: np.ndarray, gray: bool = False) -> np.ndarray:
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2)).reshape(N, C * H, W)
 
 
-def synthetic_frames(n_frames: int, height: int = 72, width: int = 128, channels: int = 3, seed: int = 0, start: int = 0) -> np.ndarray:
-    """A deterministic moving-texture video as uint8 (n_frames, H, W, C).
+def iter_synthetic_frames(n_frames: int, height: int = 72, width: int = 128, channels: int = 3, seed: int = 0, start: int = 0) -> Iterator[np.ndarray]:
+    """Frames of a deterministic moving-texture video, one uint8 (H, W, C) at a time.
 
     A smooth random texture (a few random 2-D sinusoids per channel) drifts
     with a constant velocity under a slowly varying illumination, so
@@ -133,16 +132,128 @@ def synthetic_frames(n_frames: int, height: int = 72, width: int = 128, channels
     velocity = rng.uniform(-1.5, 1.5, size=2)  # pixels per frame
     y = np.arange(height, dtype=np.float64)[:, None] / height
     x = np.arange(width, dtype=np.float64)[None, :] / width
-    out = np.empty((n_frames, height, width, channels), dtype=np.uint8)
-    for i in range(n_frames):
-        t = start + i
+    for t in range(start, start + n_frames):
         dy, dx = velocity * t / np.array([height, width])
         light = 0.8 + 0.2 * np.sin(2 * np.pi * t / 97.0)
+        out = np.empty((height, width, channels), dtype=np.uint8)
         for c in range(channels):
             img = np.zeros((height, width))
             for w in range(n_waves):
                 fy, fx = freq[c, w]
                 img += amp[c, w] * np.sin(2 * np.pi * (fy * (y + dy) + fx * (x + dx)) + phase[c, w])
             img = (img / amp[c].sum() + 1.0) * 0.5 * light
-            out[i, :, :, c] = np.clip(img * 255.0, 0, 255).astype(np.uint8)
-    return out
+            out[:, :, c] = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+        yield out
+
+
+def synthetic_frames(n_frames: int, height: int = 72, width: int = 128, channels: int = 3, seed: int = 0, start: int = 0) -> np.ndarray:
+    """The synthetic stream of :func:`iter_synthetic_frames` as one array (n_frames, H, W, C)."""
+    frames = list(iter_synthetic_frames(n_frames, height, width, channels, seed, start))
+    return np.stack(frames) if frames else np.zeros((0, height, width, channels), np.uint8)
+
+
+# ----------------------------------------------------------------- streaming
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a source, or the reason it could not be read.
+
+    array: (H, W[, C]) pixels, None if it never decoded; seconds: time from
+    the start of the source when the container knows it; problem: why the
+    frame is unusable (the writer quarantines it); raw: the undecodable bytes.
+    """
+
+    index: int
+    array: np.ndarray | None
+    seconds: float | None = None
+    problem: str | None = None
+    raw: bytes | None = None
+    origin: str | None = None
+
+
+SYNTHETIC_SCHEME = "synthetic"
+
+
+def parse_synthetic(url: str) -> dict:
+    """synthetic://?frames=120&height=144&width=256&channels=3&seed=0&start=0 -> keyword arguments."""
+    q = parse_qs(urlparse(url).query)
+    allowed = {"frames": 120, "height": 144, "width": 256, "channels": 3, "seed": 0, "start": 0}
+    unknown = set(q) - set(allowed)
+    if unknown:
+        raise UsageError(f"unknown synthetic stream parameter(s): {', '.join(sorted(unknown))}")
+    try:
+        return {k: int(q[k][0]) if k in q else v for k, v in allowed.items()}
+    except ValueError:
+        raise UsageError(f"synthetic stream parameters must be integers: {url}") from None
+
+
+def _iter_video(url: str) -> Iterator[Frame]:
+    import av
+
+    with _open(url) as f:
+        try:
+            with av.open(f) as container:
+                for i, frame in enumerate(container.decode(video=0)):
+                    yield Frame(i, frame.to_ndarray(format="rgb24"), None if frame.time is None else float(frame.time), origin=url)
+        except (av.error.FFmpegError, ValueError, IndexError) as exc:
+            raise DataError(f"cannot decode video {url}: {exc.__class__.__name__}") from None
+
+
+def _iter_image_dir(url: str) -> Iterator[Frame]:
+    fs, path = fsspec.core.url_to_fs(url)
+    names = sorted(p for p in fs.ls(path, detail=False) if os.path.splitext(p)[1].lower() in IMAGE_SUFFIXES)
+    if not names:
+        raise DataError(f"folder {url} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    for i, name in enumerate(names):
+        origin = fs.unstrip_protocol(name)
+        try:
+            yield Frame(i, read_image(origin), origin=origin)
+        except DataError as exc:
+            with fs.open(name, "rb") as f:
+                raw = f.read()
+            yield Frame(i, None, problem=str(exc), raw=raw, origin=origin)
+
+
+def _iter_npy(url: str) -> Iterator[Frame]:
+    arr = read_array_file(url)
+    if arr.ndim not in (3, 4):
+        raise DataError(f"{url} must hold frames (N, H, W) or (N, H, W, C), got shape {arr.shape}")
+    for i in range(arr.shape[0]):
+        yield Frame(i, np.asarray(arr[i]), origin=url)
+
+
+def read_array_file(url: str) -> np.ndarray:
+    """np.load without pickle from any fsspec URL; a one-line DataError if unreadable."""
+    with _open(url) as f:
+        try:
+            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"cannot read {url} as .npy: {exc}") from None
+
+
+def iter_frames(url: str) -> Iterator[Frame]:
+    """Frames of one hour's input, in order, without loading a video whole.
+
+    ``url`` is a video file (any container ffmpeg reads), a folder of images,
+    a .npy stack (N, H, W[, C]), or ``synthetic://?frames=..&height=..``.
+    Lazy: nothing is opened before the first frame is asked for, so a writer
+    that finds the hour already published never touches the source.
+    Undecodable single images come back as frames with a ``problem``; an
+    undecodable video or a missing source raises DataError.
+    """
+    if url.startswith(SYNTHETIC_SCHEME + "://"):
+        kw = parse_synthetic(url)
+        frames = iter_synthetic_frames(kw["frames"], kw["height"], kw["width"], kw["channels"], kw["seed"], kw["start"])
+        for i, frame in enumerate(frames):
+            yield Frame(i, frame, float(i), origin=url)
+        return
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.exists(path):
+        raise DataError(f"source not found: {url}")
+    if fs.isdir(path):
+        yield from _iter_image_dir(url)
+    elif path.lower().endswith(".npy"):
+        yield from _iter_npy(url)
+    else:
+        yield from _iter_video(url)

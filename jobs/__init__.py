@@ -1,0 +1,1 @@
+"""Thin entrypoints for `ray job submit` and cron: each forwards to the lrstream CLI."""

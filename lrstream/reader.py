@@ -1,0 +1,100 @@
+"""Reading a stream's published hours as float32 matrices for training and evaluation.
+
+Frames are stored raw (uint8 stays uint8); here they become float32 matrices:
+(C*H, W) with the channels stacked as rows (the default, as in the paper's
+video experiments), or (H, W) luminance with ``gray``. Batches are streamed
+part by part, so an hour never has to fit in memory at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import DataError, NothingToDoError
+from .shards import iter_hour_frames, list_hours, read_manifest
+from .sources import frames_to_matrices
+
+
+@dataclass(frozen=True)
+class HourInfo:
+    hour: str
+    rows: int
+    frame_shape: tuple[int, ...]
+    dtype: str
+
+
+def hour_info(root: str, stream: str, hour: str) -> HourInfo:
+    doc = read_manifest(root, stream, hour)
+    if doc is None:
+        raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
+    return HourInfo(hour, int(doc["rows"]), tuple(doc["frame_shape"]), doc["dtype"])
+
+
+def select_hours(root: str, stream: str, hours: Sequence[str] | None = None, last: int | None = None, start: str | None = None, end: str | None = None) -> list[str]:
+    """Published hours of ``stream``: an explicit list, the last N, or a [start, end] range (inclusive)."""
+    available = list_hours(root, stream)
+    if not available:
+        raise NothingToDoError(f"stream {stream} has no ingested hours under {root}")
+    if hours is not None:
+        missing = [h for h in hours if h not in available]
+        if missing:
+            raise NothingToDoError(f"stream {stream} has no ingested hour(s) {', '.join(missing)}")
+        return list(hours)
+    chosen = [h for h in available if (start is None or h >= start) and (end is None or h <= end)]
+    if last is not None:
+        chosen = chosen[-last:]
+    if not chosen:
+        raise NothingToDoError(f"stream {stream} has no ingested hours in the range asked for")
+    return chosen
+
+
+def iter_matrices(
+    root: str,
+    stream: str,
+    hours: Sequence[str],
+    batch_size: int = 8,
+    gray: bool = False,
+    device: str | torch.device = "cpu",
+) -> Iterator[torch.Tensor]:
+    """Yield float32 batches (B, C*H, W) (or (B, H, W) with ``gray``) over the given hours in order.
+
+    All hours must share one frame shape; a mismatch is a DataError naming the hour.
+    """
+    shape = None
+    pending: list[np.ndarray] = []
+    for hour in hours:
+        info = hour_info(root, stream, hour)
+        if shape is None:
+            shape = info.frame_shape
+        elif info.frame_shape != shape:
+            raise DataError(f"hour {hour} of stream {stream} has frames of shape {info.frame_shape}, earlier hours {shape}")
+        for frames, _ in iter_hour_frames(root, stream, hour):
+            mats = frames_to_matrices(frames, gray=gray)  # (rows, C*H, W)
+            pending.extend(mats)
+            while len(pending) >= batch_size:
+                batch, pending = pending[:batch_size], pending[batch_size:]
+                yield torch.from_numpy(np.stack(batch).astype(np.float32)).to(device)
+    if pending:
+        yield torch.from_numpy(np.stack(pending).astype(np.float32)).to(device)
+
+
+class HourReader:
+    """A re-iterable view of some hours, as ``lrstream.learn`` accepts for training (one pass = one epoch)."""
+
+    def __init__(self, root: str, stream: str, hours: Sequence[str], batch_size: int = 8, gray: bool = False, device="cpu"):
+        self.root, self.stream, self.hours = root, stream, list(hours)
+        self.batch_size, self.gray, self.device = batch_size, gray, device
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter_matrices(self.root, self.stream, self.hours, self.batch_size, self.gray, self.device)
+
+    def load(self) -> torch.Tensor:
+        """Every selected frame as one (N, n, d) float32 tensor."""
+        batches = list(self)
+        if not batches:
+            raise DataError(f"hours {', '.join(self.hours)} of stream {self.stream} hold no frames")
+        return torch.cat(batches)
