@@ -11,16 +11,16 @@ Prints a table and writes JSON (default benchmarks/ingest.json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import sys
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
 
 import av
-import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import write_report  # noqa: E402
 
 from lrstream.demo import sample_video_path
 from lrstream.shards import WriteOptions, write_hour
@@ -67,16 +67,7 @@ def main() -> None:
             ratio = res.bytes / res.raw_bytes
             rows.append({"source": label, "mode": f"ingest {comp}", "frames": res.rows, "seconds": secs, "frames_per_s": res.rows / secs, "mb_per_s": res.raw_bytes / 1e6 / secs, "shard_over_raw": ratio})
             print(f"{label:<24}{'ingest ' + comp:<16}{res.rows:>7}{res.rows / secs:>10.1f}{res.raw_bytes / 1e6 / secs:>10.1f}{ratio:>10.3f}", flush=True)
-    doc = {
-        "benchmark": "ingest",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "note": "synthetic 'decode only' is the generator's own speed; ingest of one stream runs in one process (one Ray actor)",
-        "results": rows,
-    }
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {args.out}")
+    write_report(args.out, "ingest", rows, note="synthetic 'decode only' is the generator's own speed; ingest of one stream runs in one process (one Ray actor)")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ the last 25% test. Prints a table and writes JSON (default benchmarks/quality.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import sys
 import time
-from datetime import datetime, timezone
 
-import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import write_report  # noqa: E402
 
 import lrstream as L
 from lrstream.demo import sample_video_path
@@ -52,16 +52,7 @@ def main() -> None:
             base = gap if base is None else base
             rows.append({"k": k, "m": m, "sketch": name, "rows": S.m, "gap": gap, "optimal_error": opt, "ratio_vs_sparse_random": base / gap, "train_seconds": secs})
             print(f"k={k:<3} m={m:<3} {name:<24} rows={S.m:<3} gap={gap:.6f}  x{base / gap:6.2f}  " + ("" if secs is None else f"train {secs:.0f}s"), flush=True)
-    doc = {
-        "benchmark": "quality",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "steps": args.steps,
-        "results": rows,
-    }
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {args.out}")
+    write_report(args.out, "quality", rows, steps=args.steps)
 
 
 if __name__ == "__main__":

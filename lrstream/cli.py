@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Callable
 
 from .config import load_config_file
 from .errors import EXIT_INTERNAL, EXIT_OK, LrstreamError, UsageError

@@ -130,18 +130,21 @@ def iter_synthetic_frames(n_frames: int, height: int = 72, width: int = 128, cha
     phase = rng.uniform(0, 2 * np.pi, size=(channels, n_waves))
     amp = rng.uniform(0.3, 1.0, size=(channels, n_waves))
     velocity = rng.uniform(-1.5, 1.5, size=2)  # pixels per frame
-    y = np.arange(height, dtype=np.float64)[:, None] / height
-    x = np.arange(width, dtype=np.float64)[None, :] / width
+    y = np.arange(height, dtype=np.float64) / height  # (H,)
+    x = np.arange(width, dtype=np.float64) / width  # (W,)
     for t in range(start, start + n_frames):
         dy, dx = velocity * t / np.array([height, width])
         light = 0.8 + 0.2 * np.sin(2 * np.pi * t / 97.0)
         out = np.empty((height, width, channels), dtype=np.uint8)
         for c in range(channels):
-            img = np.zeros((height, width))
-            for w in range(n_waves):
-                fy, fx = freq[c, w]
-                img += amp[c, w] * np.sin(2 * np.pi * (fy * (y + dy) + fx * (x + dx)) + phase[c, w])
-            img = (img / amp[c].sum() + 1.0) * 0.5 * light
+            # sin(a + b) = sin a cos b + cos a sin b makes every wave a rank-2
+            # outer product, so a frame is one (H, 2w) @ (2w, W) product
+            # instead of w full-size sin evaluations.
+            ay = 2 * np.pi * np.outer(y + dy, freq[c, :, 0])  # (H, w)
+            bx = 2 * np.pi * np.outer(x + dx, freq[c, :, 1]) + phase[c]  # (W, w)
+            left = np.concatenate([np.sin(ay), np.cos(ay)], axis=1) * np.concatenate([amp[c], amp[c]])  # (H, 2w)
+            right = np.concatenate([np.cos(bx), np.sin(bx)], axis=1)  # (W, 2w)
+            img = (left @ right.T / amp[c].sum() + 1.0) * 0.5 * light  # (H, W)
             out[:, :, c] = np.clip(img * 255.0, 0, 255).astype(np.uint8)
         yield out
 

@@ -1,6 +1,5 @@
 """Losses and their gradients: agreement with autograd references, finiteness on degenerate data."""
 
-import numpy as np
 import pytest
 import torch
 
