@@ -212,6 +212,10 @@ def test_reader_yields_float_matrices_in_batches(tmp_path):
     assert gray.shape == (5, 24, 32)
     reader = HourReader(str(tmp_path), "cam", [H3])
     assert torch.equal(torch.cat(list(reader)), torch.cat(list(reader))) and reader.load().shape == (5, 72, 32)
+    import lrstream
+
+    sketch = lrstream.learn(HourReader(str(tmp_path), "cam", [H1, H2], batch_size=4), 2, 4, steps=5)  # training reads shards directly
+    assert sketch.n == 72 and sketch.meta["training"]["steps"] == 5
     with pytest.raises(NothingToDoError):
         select_hours(str(tmp_path), "nostream")
 
