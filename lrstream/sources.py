@@ -33,18 +33,11 @@ def _open(url: str, mode: str = "rb"):
 
 def read_video(url: str, max_frames: int | None = None) -> np.ndarray:
     """Decode a video (any container ffmpeg reads) into RGB uint8 frames (N, H, W, 3)."""
-    import av  # decoding is optional for users who only load arrays
-
     frames = []
-    with _open(url) as f:
-        try:
-            with av.open(f) as container:
-                for frame in container.decode(video=0):
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                    if max_frames is not None and len(frames) >= max_frames:
-                        break
-        except (av.error.FFmpegError, ValueError, IndexError) as exc:
-            raise DataError(f"cannot decode video {url}: {exc.__class__.__name__}") from None
+    for fr in _iter_video(url):
+        frames.append(fr.array)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
     if not frames:
         raise DataError(f"video {url} has no frames")
     return np.stack(frames)
