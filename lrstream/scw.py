@@ -29,7 +29,7 @@ import torch
 
 from ._checks import as_batch, check_rank
 from .errors import DataError
-from .linalg import normalize_by_sigma1, row_space_basis, singular_values
+from .linalg import normalize_by_sigma1, optimal_error, row_space_basis, singular_values
 from .sketch import Sketch
 
 
@@ -117,7 +117,7 @@ class Prepared:
 
     def optimal_errors(self, k: int) -> torch.Tensor:
         """Eckart-Young ||A - [A]_k||_F = sqrt(sum_{i>k} sigma_i^2), per matrix: (N,)."""
-        return self.singular_values[..., k:].square().sum(-1).sqrt()
+        return optimal_error(self.singular_values, k)
 
 
 def prepare(matrices, batch_size: int = 8) -> Prepared:
