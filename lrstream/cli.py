@@ -184,9 +184,74 @@ def _run_ingest(args, log) -> dict:
     return results[0] if len(results) == 1 and not args.plan else {"results": results}
 
 
+# ---------------------------------------------------------------- train
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="learn a sketch from a stream's stored hours with W Ray workers and publish it as a new version")
+    p.add_argument("--root", required=True, help="storage root (path or fsspec URL)")
+    p.add_argument("--stream", required=True)
+    p.add_argument("--k", type=int, required=True, help="target rank")
+    p.add_argument("--m", type=int, required=True, help="sketch rows")
+    p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s"], help="sketch kind")
+    hours = p.add_mutually_exclusive_group()
+    hours.add_argument("--last", type=int, help="train on the last N ingested hours (the newest one validates)")
+    hours.add_argument("--hours", help="comma-separated hours YYYY-MM-DDTHH to train on (the last one validates)")
+    p.add_argument("--start", help="first hour of a range (inclusive)")
+    p.add_argument("--end", help="last hour of a range (inclusive)")
+    p.add_argument("--workers", type=int, default=2, help="gradient workers (Ray actors)")
+    p.add_argument("--mode", choices=["sync", "async"], default="sync", help="synchronous steps, or asynchronous with bounded staleness")
+    p.add_argument("--staleness", type=int, default=2, help="async: drop gradients more than this many versions old")
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per step, split over the workers")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--loss", choices=["fro", "v"], default="fro")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="with one training hour, the share of its last frames held out (0: no validation)")
+    p.add_argument("--eval-every", type=int, default=25, help="validate every N steps")
+    p.add_argument("--patience", type=int, default=6, help="stop after N validations without improvement")
+    p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--checkpoint-every", type=int, default=25, help="parameter-server checkpoint interval (steps)")
+    p.add_argument("--gray", action="store_true", help="frames as (H, W) luminance instead of (C*H, W)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 GPU per worker when the cluster has GPUs, else none")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--no-ray", action="store_true", help="run the server and workers in this process")
+    p.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    _common(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args, log) -> dict:
+    from .learn import LearnConfig
+    from .retrain import RetrainConfig, retrain
+
+    hours = [h.strip() for h in args.hours.split(",") if h.strip()] if args.hours else None
+    if args.last is not None and args.last < 1:
+        raise UsageError("--last must be >= 1")
+    device = "cuda" if args.gpus_per_worker else "cpu"
+    learn_cfg = LearnConfig(
+        k=args.k, m=args.m, kind=args.sketch, loss=args.loss, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
+        lr=args.lr, val_fraction=args.val_fraction, eval_every=args.eval_every, patience=args.patience, seed=args.seed,
+        device=device, progress=args.progress, time_budget=args.time_budget, dtype=args.dtype,
+    )  # fmt: skip
+    cfg = RetrainConfig(
+        learn=learn_cfg, workers=args.workers, mode=args.mode, staleness=args.staleness, checkpoint_every=args.checkpoint_every,
+        gray=args.gray, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+    )  # fmt: skip
+    result = retrain(args.root, args.stream, cfg, hours=hours, last=args.last, start=args.start, end=args.end, address=args.address, use_ray=not args.no_ray, log=log)
+    out = result.summary()
+    gap = "n/a (no validation data)" if out["val_gap"] is None else f"{out['val_gap']:.5g} (sparse random {out['val_gap_sparse_random']:.5g}, {out['val_ratio']:.1f}x)"
+    log(f"stream {args.stream}: version {out['version']} ({out['kind']}, k={out['k']}, m={out['m']}) at {out['url']}")
+    log(f"validation gap {gap}; {out['steps']} steps in {out['seconds']:.1f} s, {out['frames_per_second']:.1f} frames/s, {cfg.workers} workers")
+    return out
+
+
 # ---------------------------------------------------------------- main
 
-COMMANDS: list[Callable] = [_add_factorize, _add_ingest, _add_demo]
+COMMANDS: list[Callable] = [_add_factorize, _add_ingest, _add_train, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

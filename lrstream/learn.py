@@ -42,6 +42,9 @@ KINDS = ("learned", "mixed-j", "mixed-s")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 _DEFAULT_LR = {"adam": 0.05, "sgd": 1.0}
+# float64 costs about 2x; it makes runs reproducible to ~1e-12 across batch splits
+# (float32 summation order alone moves Adam trajectories by ~1e-5).
+DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class LearnConfig:
     power_iters: int = 20
     device: str = "cpu"
     progress: bool | None = None
+    time_budget: float | None = None
+    dtype: str = "float32"
 
     def validate(self) -> "LearnConfig":
         check_rank(self.k)
@@ -82,6 +87,7 @@ class LearnConfig:
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("lr_schedule", self.lr_schedule, SCHEDULES),
             ("route", self.route, ROUTES),
+            ("dtype", self.dtype, DTYPES),
         ):
             if value not in allowed:
                 raise UsageError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
@@ -89,6 +95,8 @@ class LearnConfig:
             raise UsageError("steps must be >= 0; batch_size, eval_every, patience and power_iters >= 1")
         if not 0 <= self.val_fraction < 1:
             raise UsageError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise UsageError(f"time_budget must be positive seconds, got {self.time_budget}")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
         resolve_device(self.device)
@@ -99,13 +107,17 @@ class LearnConfig:
         return float(self.lr if self.lr is not None else _DEFAULT_LR[self.optimizer])
 
     @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
     def m_learned(self) -> int:
         return self.m if self.kind == "learned" else self.m - self.m // 2
 
 
 def initial_sketch(n: int, cfg: LearnConfig) -> SparseSketch:
     """The starting point: a CountSketch for the learned rows, plus the fixed random rows for mixed-J."""
-    base = learnable_sparse(n, cfg.m_learned, seed=cfg.seed)
+    base = learnable_sparse(n, cfg.m_learned, seed=cfg.seed, dtype=cfg.torch_dtype)
     if cfg.kind == "mixed-j":
         return mixed(base, cfg.m - cfg.m_learned, seed=cfg.seed + 1, kind="mixed-j")
     return base
@@ -125,7 +137,7 @@ def batch_gradient(
     per_matrix = sketch_loss(sketch, A, cfg.k, cfg.loss, values, cfg.route, weight, cfg.power_iters)  # (b,)
     total = per_matrix.sum()
     (grad,) = torch.autograd.grad(total, p)
-    return float(total.detach()), grad.detach().to("cpu", torch.float32), int(A.shape[0])
+    return float(total.detach()), grad.detach().to("cpu", cfg.torch_dtype), int(A.shape[0])
 
 
 class Stepper:
@@ -136,7 +148,7 @@ class Stepper:
 
     def __init__(self, params: torch.Tensor, cfg: LearnConfig):
         self.cfg = cfg
-        self.params = params.detach().clone().to(torch.float32).requires_grad_(True)
+        self.params = params.detach().clone().to(cfg.torch_dtype).requires_grad_(True)
         lr = cfg.learning_rate
         if cfg.optimizer == "adam":
             self.opt: torch.optim.Optimizer = torch.optim.Adam([self.params], lr=lr)
@@ -196,7 +208,7 @@ def _batches_from_tensor(train: torch.Tensor, cfg: LearnConfig) -> Iterable[torc
             yield train[perm[i : i + b]]
 
 
-def _batches_from_iterable(source: Iterable, n: int | None) -> Iterable[torch.Tensor]:
+def _batches_from_iterable(source: Iterable, n: int | None, dtype: torch.dtype = torch.float32) -> Iterable[torch.Tensor]:
     """Re-iterate ``source`` epoch after epoch, normalising each batch; stops if an epoch is empty."""
     while True:
         empty = True
@@ -205,7 +217,7 @@ def _batches_from_iterable(source: Iterable, n: int | None) -> Iterable[torch.Te
             if n is not None and A.shape[-2] != n:
                 raise DataError(f"training batch has n={A.shape[-2]} rows, expected {n}")
             empty = False
-            yield _normalize_batch(A.to(torch.float32))
+            yield _normalize_batch(A.to(dtype))
         if empty:
             return
 
@@ -219,54 +231,120 @@ def _mean_loss(sketch: SparseSketch, values: torch.Tensor, data: torch.Tensor, c
     return total / data.shape[0]
 
 
+class Progress:
+    """The training record: loss curves, the best validated parameters, early stopping.
+
+    Shared by the single-process loop and the parameter server so both stop,
+    and keep the same best sketch, by the same rule: a validation loss counts
+    as better if it beats the best by 1e-7; ``cfg.patience`` evaluations
+    without improvement stop training.
+    """
+
+    def __init__(self, cfg: LearnConfig, params: torch.Tensor):
+        self.cfg = cfg
+        self.best_loss = math.inf
+        self.best_params = params.detach().clone()
+        self.best_step = 0
+        self.stale = 0
+        self.curve: list[list[float]] = []
+        self.val_curve: list[list[float]] = []
+        self.stopped = False
+
+    def record_step(self, step: int, loss: float) -> None:
+        self.curve.append([step, loss])
+
+    def due_validation(self, step: int) -> bool:
+        return step % self.cfg.eval_every == 0 or step == self.cfg.steps
+
+    def record_val(self, step: int, loss: float, params: torch.Tensor) -> bool:
+        """Record the validation loss after ``step`` steps; returns True when training should stop."""
+        self.val_curve.append([step, loss])
+        if loss < self.best_loss - 1e-7:
+            self.best_loss, self.best_params, self.best_step, self.stale = loss, params.detach().clone(), step, 0
+        else:
+            self.stale += 1
+            self.stopped = self.stale >= self.cfg.patience
+        return self.stopped
+
+    def final(self, params: torch.Tensor, steps: int, seconds: float, validated: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(parameters to keep, training info): the best validated ones, else the last."""
+        chosen = self.best_params if validated and self.val_curve else params.detach().clone()
+        info = {
+            "steps": steps,
+            "best_step": self.best_step if validated and self.val_curve else steps,
+            "val_loss": self.best_loss if validated and self.val_curve else None,
+            "train_seconds": seconds,
+            "loss_curve": self.curve,
+            "val_curve": self.val_curve,
+        }
+        return chosen, info
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready state (the best parameters travel separately as an array)."""
+        return {"best_loss": self.best_loss if math.isfinite(self.best_loss) else None, "best_step": self.best_step, "stale": self.stale, "curve": self.curve, "val_curve": self.val_curve, "stopped": self.stopped}
+
+    def load_state(self, state: dict[str, Any], best_params: torch.Tensor) -> None:
+        self.best_loss = math.inf if state["best_loss"] is None else float(state["best_loss"])
+        self.best_step, self.stale, self.stopped = int(state["best_step"]), int(state["stale"]), bool(state["stopped"])
+        self.curve, self.val_curve = [list(x) for x in state["curve"]], [list(x) for x in state["val_curve"]]
+        self.best_params = best_params.detach().clone()
+
+
 def _fit(sketch: SparseSketch, batches: Iterable[torch.Tensor], val: torch.Tensor | None, cfg: LearnConfig, weight) -> tuple[SparseSketch, dict[str, Any]]:
     device = resolve_device(cfg.device)
-    w = None if weight is None else torch.as_tensor(weight, dtype=torch.float32, device=device)
+    w = None if weight is None else torch.as_tensor(weight, dtype=cfg.torch_dtype, device=device)
     stepper = Stepper(sketch.values[sketch.trainable], cfg)
+    progress = Progress(cfg, stepper.params)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     from tqdm.auto import tqdm  # only the driver reports progress
 
     bar = tqdm(total=cfg.steps, disable=not show, file=sys.stderr, desc=f"learn {cfg.kind} k={cfg.k} m={sketch.m}")
-
-    def values_now() -> torch.Tensor:
-        return sketch.values.masked_scatter(sketch.trainable, stepper.params.detach())
-
-    best = (math.inf, values_now(), 0)
-    curve: list[list[float]] = []
-    val_curve: list[list[float]] = []
-    stale = 0
     t0 = time.perf_counter()
     it = iter(batches)
-    for step in range(cfg.steps):
+    for step in range(1, cfg.steps + 1):
+        if cfg.time_budget is not None and time.perf_counter() - t0 > cfg.time_budget:
+            break
         A = next(it, None)
         if A is None:
             break
         loss_sum, grad_sum, count = batch_gradient(sketch, stepper.params, A.to(device), cfg, w)
         stepper.apply(grad_sum / count)
-        curve.append([step + 1, loss_sum / count])
+        progress.record_step(step, loss_sum / count)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / count:.4g}")
-        if val is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            v = _mean_loss(sketch, values_now(), val, cfg, w, device)
-            val_curve.append([step + 1, v])
-            if v < best[0] - 1e-7:
-                best, stale = (v, values_now(), step + 1), 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
+        if val is not None and progress.due_validation(step):
+            values = sketch.values.masked_scatter(sketch.trainable, stepper.params.detach())
+            if progress.record_val(step, _mean_loss(sketch, values, val, cfg, w, device), stepper.params):
+                break
     bar.close()
-    if val is None:
-        best = (math.nan, values_now(), stepper.step_count)
-    info = {
-        "steps": stepper.step_count,
-        "best_step": best[2],
-        "val_loss": best[0] if val is not None else None,
-        "train_seconds": time.perf_counter() - t0,
-        "loss_curve": curve,
-        "val_curve": val_curve,
+    params, info = progress.final(stepper.params, stepper.step_count, time.perf_counter() - t0, val is not None)
+    return sketch.with_values(sketch.values.masked_scatter(sketch.trainable, params)), info
+
+
+def finish_sketch(sketch: SparseSketch, cfg: LearnConfig, n: int, d: int, info: dict[str, Any]) -> SparseSketch:
+    """Turn the fitted sketch into the final one: append the random half for mixed-S, record config and training."""
+    if cfg.kind == "mixed-s":
+        sketch = mixed(sketch, cfg.m - cfg.m_learned, seed=cfg.seed + 1, kind="mixed-s")
+    meta = {
+        **sketch.meta,
+        "kind": cfg.kind,
+        "n": int(n),
+        "d": int(d),
+        "k": cfg.k,
+        "m": cfg.m,
+        "loss": cfg.loss,
+        "seed": cfg.seed,
+        "config": asdict(cfg),
+        "training": info,
     }
-    return sketch.with_values(best[1]), info
+    return SparseSketch(sketch.positions, sketch.values, sketch.trainable, sketch.m, meta)
+
+
+def fit_config(cfg: LearnConfig) -> LearnConfig:
+    """The configuration the optimiser actually runs: mixed-S learns its learned half alone."""
+    if cfg.kind == "mixed-s":
+        return replace(cfg, kind="learned", m=cfg.m_learned, k=min(cfg.k, cfg.m_learned))
+    return cfg
 
 
 def learn(
@@ -324,11 +402,12 @@ def learn(
     cfg.validate()
 
     if isinstance(train, (np.ndarray, torch.Tensor)):
-        data = _normalize_batch(as_batch(train, "train").to(torch.float32))
+        data = _normalize_batch(as_batch(train, "train").to(cfg.torch_dtype))
         n, d = data.shape[-2:]
-        tr, held = _split(data, cfg)
-        if val is not None:
-            held = _normalize_batch(as_batch(val, "val").to(torch.float32))
+        if val is None:
+            tr, held = _split(data, cfg)
+        else:  # an explicit validation set: every training matrix trains
+            tr, held = data, _normalize_batch(as_batch(val, "val").to(cfg.torch_dtype))
         batches_factory = lambda: _batches_from_tensor(tr, cfg)  # noqa: E731
     else:
         it = iter(train)
@@ -336,32 +415,15 @@ def learn(
         if first is None:
             raise DataError("the training data is empty")
         n, d = as_batch(first, "training batch").shape[-2:]
-        held = None if val is None else _normalize_batch(as_batch(val, "val").to(torch.float32))
+        held = None if val is None else _normalize_batch(as_batch(val, "val").to(cfg.torch_dtype))
         # A one-shot iterator (a generator) gives one epoch: put back the batch
         # that was read to learn the shape. Re-iterables are re-read each epoch.
         source = itertools.chain([first], it) if it is train else train
-        batches_factory = lambda: _batches_from_iterable(source, n)  # noqa: E731
+        batches_factory = lambda: _batches_from_iterable(source, n, cfg.torch_dtype)  # noqa: E731
     if held is not None and tuple(held.shape[-2:]) != (n, d):
         raise DataError(f"validation matrices are {tuple(held.shape[-2:])}, training matrices ({n}, {d})")
     check_rank(cfg.k, n=n, d=d)
     check_loss(cfg.loss, weight, n, d)
 
-    if cfg.kind == "mixed-s":
-        alone = replace(cfg, kind="learned", m=cfg.m_learned, k=min(cfg.k, cfg.m_learned))
-        learned, info = _fit(initial_sketch(n, alone), batches_factory(), held, alone, weight)
-        sketch = mixed(learned, cfg.m - cfg.m_learned, seed=cfg.seed + 1, kind="mixed-s")
-    else:
-        sketch, info = _fit(initial_sketch(n, cfg), batches_factory(), held, cfg, weight)
-    meta = {
-        **sketch.meta,
-        "kind": cfg.kind,
-        "n": int(n),
-        "d": int(d),
-        "k": cfg.k,
-        "m": cfg.m,
-        "loss": cfg.loss,
-        "seed": cfg.seed,
-        "config": asdict(cfg),
-        "training": info,
-    }
-    return SparseSketch(sketch.positions, sketch.values, sketch.trainable, sketch.m, meta)
+    fitted, info = _fit(initial_sketch(n, fit_config(cfg)), batches_factory(), held, fit_config(cfg), weight)
+    return finish_sketch(fitted, cfg, n, d, info)

@@ -82,6 +82,14 @@ def iter_matrices(
         yield torch.from_numpy(np.stack(pending).astype(np.float32)).to(device)
 
 
+def read_rows(root: str, stream: str, hour: str, lo: int, hi: int, gray: bool = False) -> torch.Tensor:
+    """Rows [lo, hi) of a published hour as one float32 tensor (hi - lo, n, d), reading only their parts."""
+    mats = [frames_to_matrices(frames, gray=gray) for frames, _ in iter_hour_frames(root, stream, hour, rows=(lo, hi))]
+    if not mats:
+        raise DataError(f"hour {hour} of stream {stream} has no rows in [{lo}, {hi})")
+    return torch.from_numpy(np.concatenate(mats).astype(np.float32, copy=False))
+
+
 class HourReader:
     """A re-iterable view of some hours, as ``lrstream.learn`` accepts for training (one pass = one epoch)."""
 

@@ -316,18 +316,26 @@ def part_urls(root: str, stream: str, hour: str) -> list[str]:
     return [f"{frames_dir(base, stream, hour)}/{f['path']}" for f in doc["files"]]
 
 
-def iter_hour_frames(root: str, stream: str, hour: str, verify: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_hour_frames(root: str, stream: str, hour: str, verify: bool = True, rows: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frames (rows, H, W, C), frame_index (rows,)) per part of a published hour.
 
     Only files named by the manifest are read; with ``verify`` each file's
-    sha256 is checked, so a damaged shard is a one-line DataError.
+    sha256 is checked, so a damaged shard is a one-line DataError. ``rows``
+    = (lo, hi) restricts the output to the hour's rows [lo, hi) and opens only
+    the parts that hold them (how data-parallel workers read their share).
     """
     doc = read_manifest(root, stream, hour)
     if doc is None:
         raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
     fs, base = url_to_fs(root)
     hdir = frames_dir(base, stream, hour)
+    lo, hi = (0, int(doc["rows"])) if rows is None else rows
+    first = 0
     for entry in doc["files"]:
+        start, first = first, first + int(entry["rows"])
+        if first <= lo or start >= hi:
+            continue
+        a, b = max(lo - start, 0), min(hi, first) - start
         try:
             with fs.open(f"{hdir}/{entry['path']}", "rb") as f:
                 data = f.read()
@@ -339,5 +347,7 @@ def iter_hour_frames(root: str, stream: str, hour: str, verify: bool = True) -> 
             table = ipc.open_file(pa.BufferReader(data)).read_all()
         except pa.ArrowInvalid as exc:
             raise DataError(f"shard {entry['path']} of stream {stream} hour {hour} is unreadable: {exc}") from None
+        if a > 0 or b < table.num_rows:
+            table = table.slice(a, b - a)
         col = table.column("frame").combine_chunks()
         yield col.to_numpy_ndarray(), table.column("frame_index").to_numpy()

@@ -40,12 +40,11 @@ def _arrays(sketch) -> dict[str, np.ndarray]:
     return {"matrix": sketch.matrix.detach().cpu().numpy()}
 
 
-def save_sketch(sketch, url: str) -> None:
-    """Write ``sketch`` under ``url``; meta.json goes last so readers never see a partial sketch."""
-    fs, root = url_to_fs(url)
+def write_arrays(fs, root: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write each array as root/NAME.npy; returns the entries (file, dtype, shape, sha256) for a manifest."""
     fs.makedirs(root, exist_ok=True)
     entries: dict[str, Any] = {}
-    for name, arr in _arrays(sketch).items():
+    for name, arr in arrays.items():
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
         raw = buf.getvalue()
@@ -53,6 +52,13 @@ def save_sketch(sketch, url: str) -> None:
         with fs.open(f"{root}/{fname}", "wb") as f:
             f.write(raw)
         entries[name] = {"file": fname, "dtype": str(arr.dtype), "shape": list(arr.shape), "sha256": hashlib.sha256(raw).hexdigest()}
+    return entries
+
+
+def save_sketch(sketch, url: str) -> None:
+    """Write ``sketch`` under ``url``; meta.json goes last so readers never see a partial sketch."""
+    fs, root = url_to_fs(url)
+    entries = write_arrays(fs, root, _arrays(sketch))
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -66,21 +72,22 @@ def save_sketch(sketch, url: str) -> None:
         json.dump(doc, f, indent=1, allow_nan=False)
 
 
-def _read_array(fs, root: str, name: str, entry: dict) -> np.ndarray:
+def read_array(fs, root: str, name: str, entry: dict) -> np.ndarray:
+    """Read one array a manifest names, verifying its checksum, shape and dtype (never unpickles)."""
     path = f"{root}/{entry['file']}"
     try:
         with fs.open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise DataError(f"sketch at {root} is missing its array file {entry['file']}") from None
+        raise DataError(f"{root} is missing its array file {entry['file']}") from None
     if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
-        raise DataError(f"sketch array {entry['file']} at {root} is corrupted (checksum mismatch)")
+        raise DataError(f"array {entry['file']} at {root} is corrupted (checksum mismatch)")
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"sketch array {entry['file']} at {root} is unreadable: {exc}") from None
+        raise DataError(f"array {entry['file']} at {root} is unreadable: {exc}") from None
     if list(arr.shape) != list(entry["shape"]) or str(arr.dtype) != entry["dtype"]:
-        raise DataError(f"sketch array {name} at {root} has shape {arr.shape} {arr.dtype}, meta says {entry['shape']} {entry['dtype']}")
+        raise DataError(f"array {name} at {root} has shape {arr.shape} {arr.dtype}, meta says {entry['shape']} {entry['dtype']}")
     return arr
 
 
@@ -110,7 +117,7 @@ def load_sketch(url: str):
     needed = ("positions", "values", "trainable") if kind == "sparse" else ("matrix",)
     if kind not in ("sparse", "dense") or any(name not in entries for name in needed):
         raise DataError(f"sketch metadata at {url} does not describe a {kind!r} sketch")
-    arrays = {name: _read_array(fs, root, name, entries[name]) for name in needed}
+    arrays = {name: read_array(fs, root, name, entries[name]) for name in needed}
     if kind == "dense":
         mat = arrays["matrix"]
         if mat.shape != (m, n) or not np.isfinite(mat).all():

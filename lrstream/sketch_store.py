@@ -19,17 +19,15 @@ that LATEST does not name yet; the next publish moves past it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 from typing import Any
 
 from .errors import DataError, NothingToDoError, UsageError
 from .sketch_io import META, load_sketch, save_sketch
-from .storage import check_stream, publish, url_to_fs
+from .storage import check_stream, numbered_children, publish, url_to_fs
 
 LATEST = "LATEST"
 _CLAIM = "_CLAIM"
-_VERSION_RE = re.compile(r"^v=(\d{6,})$")
 
 
 def stream_dir(root: str, stream: str) -> str:
@@ -43,11 +41,7 @@ def version_url(root: str, stream: str, version: int) -> str:
 
 
 def _claimed_versions(fs, sdir: str) -> list[int]:
-    try:
-        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(sdir, detail=False)]
-    except FileNotFoundError:
-        return []
-    return sorted(int(m.group(1)) for m in map(_VERSION_RE.match, names) if m)
+    return numbered_children(fs, sdir, "v=")
 
 
 def list_versions(root: str, stream: str) -> list[int]:

@@ -70,6 +70,16 @@ def new_attempt_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def numbered_children(fs, path: str, prefix: str) -> list[int]:
+    """Sorted N of the entries named ``PREFIXN`` (N decimal) directly under ``path``; [] if it does not exist."""
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)$")
+    try:
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for m in map(pattern.match, names) if m)
+
+
 def publish(fs, path: str, data: bytes, exclusive: bool) -> bool:
     """Make ``data`` visible at ``path`` in one atomic step.
 
