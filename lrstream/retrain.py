@@ -546,6 +546,7 @@ class LoopStats:
     worker_restarts: int = 0
     ps_restarts: int = 0
     replayed_steps: int = 0
+    dropped: int = 0
     seconds: float = 0.0
     ps_seconds: float = 0.0
     events: list[str] = field(default_factory=list)
@@ -708,7 +709,8 @@ class RetrainLoop:
                 bar.update(self.version - before)
         bar.close()
         self.stats.seconds = time.perf_counter() - self._t0
-        self.stats.ps_seconds = self.exe.get(self.exe.call(self.ps, "status"))["busy_seconds"]
+        status = self.exe.get(self.exe.call(self.ps, "status"))
+        self.stats.ps_seconds, self.stats.dropped = status["busy_seconds"], status["dropped"]
 
     def result(self, validated: bool) -> dict[str, Any]:
         return self.exe.get(self.exe.call(self.ps, "result", self.stats.seconds, validated))
@@ -763,6 +765,7 @@ class RetrainResult:
             "ps_share": self.stats.ps_seconds / self.stats.seconds if self.stats.seconds else None,
             "worker_restarts": self.stats.worker_restarts,
             "ps_restarts": self.stats.ps_restarts,
+            "dropped_gradients": self.stats.dropped,
             "run_id": self.run_id,
         }
 
