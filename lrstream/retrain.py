@@ -77,7 +77,10 @@ class RetrainConfig:
     max_worker_failures: int = 8
 
     def validate(self) -> "RetrainConfig":
-        self.learn.validate()
+        # The driver may have no GPU while its workers do: check the device where it is used.
+        replace(self.learn, device="cpu").validate()
+        if self.learn.device not in ("cpu", "cuda"):
+            raise UsageError(f"device must be cpu or cuda, got {self.learn.device!r}")
         if self.learn.loss == "wfro":
             raise UsageError("retrain supports the fro and v losses (wfro needs a weight matrix; use lrstream.learn)")
         if self.workers < 1:
@@ -392,6 +395,7 @@ class ParameterServer:
         self.stepper = Stepper(sketch.values[sketch.trainable], cfg)
         self.progress = Progress(cfg, self.stepper.params)
         self.busy_seconds = 0.0
+        self.critical_seconds = 0.0
         self.dropped = 0
         self.restored_from: int | None = None
         if checkpoint_url is not None:
@@ -409,7 +413,7 @@ class ParameterServer:
         return self.stepper.params.detach().numpy().copy()
 
     def status(self) -> dict[str, Any]:
-        return {"version": self.version, "stopped": self.progress.stopped, "restored_from": self.restored_from, "busy_seconds": self.busy_seconds, "dropped": self.dropped, "pid": os.getpid()}
+        return {"version": self.version, "stopped": self.progress.stopped, "restored_from": self.restored_from, "busy_seconds": self.busy_seconds, "critical_seconds": self.critical_seconds, "dropped": self.dropped, "pid": os.getpid()}
 
     # -- steps
 
@@ -429,6 +433,7 @@ class ParameterServer:
             # Gradients for another step (e.g. computed before this server resumed from a checkpoint).
             return {"ok": True, "applied": False, "version": self.version}
         count = sum(r["count"] for r in results)
+        self.critical_seconds += max(r.get("seconds", 0.0) for r in results)  # the slowest worker bounds the step
         grad = torch.from_numpy(np.sum([r["grad_sum"] for r in results], axis=0)) / count  # (p,)
         self._step(grad, sum(r["loss_sum"] for r in results) / count)
         self.busy_seconds += time.perf_counter() - t0

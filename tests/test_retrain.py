@@ -4,11 +4,13 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import requires_cuda
 from lrstream.cli import main
 from lrstream.errors import DataError, NothingToDoError, UsageError
 from lrstream.learn import LearnConfig, initial_sketch, learn
@@ -90,6 +92,14 @@ def test_kinds_give_the_sketch_asked_for(store):
         assert s.m == 7 and s.meta["kind"] == kind and s.positions.shape[0] == 2
         assert int(s.trainable[0].sum()) == s.n and not bool(s.trainable[1].any())  # learned rows, fixed random rows
         assert res.val_gap is not None and res.val_gap >= 0
+
+
+@requires_cuda
+def test_workers_compute_on_cuda(store):
+    lc = LearnConfig(k=3, m=6, steps=20, batch_size=6, eval_every=10, seed=1, dtype="float64")
+    gpu = retrain(store, "cam", RetrainConfig(learn=replace(lc, device="cuda"), workers=2), use_ray=False, publish=False)
+    cpu = retrain(store, "cam", RetrainConfig(learn=lc, workers=2), use_ray=False, publish=False)
+    torch.testing.assert_close(gpu.sketch.values, cpu.sketch.values, atol=1e-6, rtol=0)
 
 
 def test_time_budget_stops_early(store):
