@@ -49,3 +49,29 @@ def test_mixed_j_is_3x_better_and_never_worse_than_its_random_half(bbb, sparse_g
     print(f"bigbuckbunny k={K} m={M}: mixed-j gap {gap:.5f} ({sparse_gap / gap:.1f}x), its random half {half:.5f}, {S.meta['training']['train_seconds']:.0f}s")
     assert gap * 3 <= sparse_gap
     assert gap <= half
+
+
+def test_retrain_on_ray_from_ingested_hours(bbb, sparse_gap, tmp_path):
+    """The production path on real frames: ingest 4 hours, retrain with 2 Ray workers, test on the 4th hour."""
+    import itertools
+
+    import ray
+
+    from lrstream.retrain import RetrainConfig, retrain
+    from lrstream.shards import write_hour
+    from lrstream.sources import iter_frames
+
+    root, path = str(tmp_path), sample_video_path()
+    frames = iter_frames(path)
+    for h in range(4):  # 33 frames an hour; the 4th hour is the 33 test frames of the other tests
+        write_hour(root, "bbb", f"2026-11-22T0{h}", itertools.islice(frames, 33), path)
+    try:
+        cfg = RetrainConfig(learn=L.LearnConfig(k=K, m=M, steps=150), workers=2)
+        res = retrain(root, "bbb", cfg, end="2026-11-22T02")
+    finally:
+        ray.shutdown()
+    assert res.plan.train_hours == ("2026-11-22T00", "2026-11-22T01") and res.plan.val_hours == ("2026-11-22T02",)
+    gap = L.error_gap(res.sketch, bbb[1], K)
+    print(f"bigbuckbunny retrain W=2: val gap {res.val_gap:.5f} (sparse random {res.val_gap_sparse_random:.5f}), test gap {gap:.5f} ({sparse_gap / gap:.1f}x), {res.stats.seconds:.0f}s")
+    assert gap * 5 <= sparse_gap
+    assert res.val_gap * 5 <= res.val_gap_sparse_random
