@@ -31,7 +31,8 @@ def as_batch(x, name: str = "A", dtype: torch.dtype | None = None, device=None) 
         t = t.to(torch.float32)
     if dtype is not None or device is not None:
         t = t.to(dtype=dtype or t.dtype, device=device if device is not None else t.device)
-    if not bool(torch.isfinite(t).all()):
+    lo, hi = torch.aminmax(t)  # NaN propagates and Inf shows at an end: exact, and one cheap pass
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         raise DataError(f"{name} contains NaN or Inf")
     return t
 

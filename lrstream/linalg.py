@@ -87,6 +87,35 @@ def row_space_basis(B: torch.Tensor) -> torch.Tensor:
     return _RowSpaceBasis.apply(B)
 
 
+def gram_basis(B: torch.Tensor, passes: int = 2) -> torch.Tensor:
+    """Orthonormal basis of rowspace(B) from m x m Gram matrices only (inference; no autograd).
+
+    With X = B^T (d, m) and X^T X = U diag(lam) U^T, the columns of
+    X U diag(lam)^(-1/2) are orthonormal and span the row space; directions
+    with lam <= lam_max * m * eps are dropped (their columns set to zero),
+    since below that level the Gram matrix holds only rounding. Squaring the
+    condition number costs orthogonality, so the step runs twice
+    (CholeskyQR2-style: the second pass sees a Gram matrix near the identity
+    and restores orthogonality to working precision). Cost: two (d, m) x (m, m)
+    products and two m x m eigh per matrix, against an SVD of a (m, d) matrix
+    for :func:`row_space_basis`, which is what makes it fast on GPUs.
+
+    Args:
+        B: (..., m, d) with m <= d.
+
+    Returns:
+        Q: (..., d, m), orthonormal columns spanning rowspace(B), zero past its rank.
+    """
+    norms = B.norm(dim=-1, keepdim=True)  # (..., m, 1)
+    X = (B * torch.where(norms > 0, 1.0 / norms.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(norms))).mT  # (..., d, m)
+    cutoff = B.shape[-2] * torch.finfo(B.dtype).eps
+    for _ in range(passes):
+        lam, U = torch.linalg.eigh(X.mT @ X)  # (..., m), (..., m, m)
+        keep = lam > lam[..., -1:] * cutoff
+        X = X @ (U * torch.where(keep, lam.clamp_min(torch.finfo(B.dtype).tiny).rsqrt(), torch.zeros_like(lam)).unsqueeze(-2))  # (..., d, m)
+    return X
+
+
 class _TopKProjector(torch.autograd.Function):
     @staticmethod
     def forward(ctx, M, k):

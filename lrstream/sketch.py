@@ -6,8 +6,11 @@ A sparse sketch stores, for each of its ``c`` blocks, one nonzero per column:
 a mixed sketch has c = 2, a learned block on rows [0, m/2) and a fixed random
 block on rows [m/2, m). ``trainable`` marks which entries learning may change.
 
-SA is never formed through a dense S: it is the signed scatter-add
-``(SA)[positions[b, i]] += values[b, i] * A[i]`` over all blocks, O(c nnz(A)).
+SA is the signed scatter-add ``(SA)[positions[b, i]] += values[b, i] * A[i]``
+over all blocks. It is computed as one GEMM with the explicit (m, n) S,
+built from the (c, n) arrays on each call: for the m <= a few hundred of
+sketching, a GEMM reads A once at full memory bandwidth, while a row
+scatter-add (the O(nnz(A)) flop count) is several times slower in practice.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _check_dims(n: int, m: int) -> None:
 
 
 class _SparseApply(torch.autograd.Function):
-    """SA by scatter-add, with a gradient for the values only.
+    """SA for a sparse S, with a gradient for the values only.
 
     d(SA)[pos_i] / d v_i = A_i, so dL/dv_i = sum_batch <G[pos_i], A_i> with G
     the gradient w.r.t. SA. Taking it from the (n, m) product A G^T costs one
@@ -39,11 +42,17 @@ class _SparseApply(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, positions, values, m):
-        out = A.new_zeros(*A.shape[:-2], m, A.shape[-1])  # (..., m, d)
+        # For the small m of sketching, one GEMM with the explicit (m, n) S
+        # reads A once at full bandwidth; a scatter-add over rows (the
+        # O(nnz) way) is ~4x slower on CPU and GPU alike because it first
+        # writes a scaled copy of A.
+        n = A.shape[-2]
+        S = A.new_zeros(m, n)  # (m, n)
+        cols = torch.arange(n, device=A.device)
         for b in range(positions.shape[0]):
-            out.index_add_(-2, positions[b], A * values[b].unsqueeze(-1))
+            S.index_put_((positions[b], cols), values[b], accumulate=True)
         ctx.save_for_backward(A, positions)
-        return out
+        return S @ A  # (..., m, d)
 
     @staticmethod
     def backward(ctx, G):
@@ -89,7 +98,7 @@ class SparseSketch:
         return str(self.meta.get("kind", "sparse"))
 
     def apply(self, A: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        """SA for A of shape (..., n, d) -> (..., m, d), by signed scatter-add.
+        """SA for A of shape (..., n, d) -> (..., m, d).
 
         ``values`` overrides the stored values (learning passes its parameter
         here so that autograd sees it).

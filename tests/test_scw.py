@@ -147,3 +147,31 @@ def test_cuda_matches_cpu(rng):
     cpu = L.sketch_errors(S, A, 3)
     gpu = L.sketch_errors(S, A.cuda(), 3)
     np.testing.assert_allclose(gpu.cpu().numpy(), cpu.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("make", [L.sparse_random, L.dense_random])
+def test_gram_path_matches_the_reference(rng, dtype, make):
+    """The fast apply path (Gram-matrix orthonormalisation) against the float64 textbook SCW."""
+    decay = np.logspace(0, -4, 60)  # a spectrum with a wide range, as in video frames
+    A = rng.standard_normal((4, 90, 60)) * decay
+    S = make(90, 12, seed=1)
+    Lf, Rf = L.scw(S, torch.from_numpy(A).to(dtype), 5, method="gram")
+    got = np.linalg.norm(A - (Lf @ Rf).double().numpy(), axis=(1, 2))
+    ref = np.array([reference_scw_error(S.to_dense().double().numpy(), a, 5) for a in A])
+    np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == torch.float32 else 1e-10)
+    Q = L.linalg.gram_basis(S.apply(torch.from_numpy(A).to(dtype)))
+    eye = torch.eye(12, dtype=dtype).expand(4, 12, 12)
+    torch.testing.assert_close(Q.mT @ Q, eye, atol=1e-5 if dtype == torch.float32 else 1e-12, rtol=0)
+
+
+def test_gram_basis_drops_dependent_and_empty_rows(rng):
+    B = torch.from_numpy(rng.standard_normal((2, 6, 40)))
+    B[:, 4] = 3 * B[:, 1]
+    B[:, 5] = 0
+    Q = L.linalg.gram_basis(B)
+    assert torch.isfinite(Q).all()
+    assert torch.allclose((Q.mT @ Q).diagonal(dim1=-2, dim2=-1).sum(-1), torch.full((2,), 4.0, dtype=B.dtype))  # rank 4
+    torch.testing.assert_close(B @ Q @ Q.mT, B)  # spans the row space
+    with pytest.raises(UsageError, match="unknown SCW method"):
+        L.scw(L.sparse_random(40, 6), B[0].mT.contiguous(), 2, method="qr")
