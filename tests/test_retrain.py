@@ -109,6 +109,15 @@ def test_time_budget_stops_early(store):
     assert 0 < res.sketch.meta["training"]["steps"] < 100000
 
 
+def test_plateau_stops_training_and_keeps_the_best_sketch(store):
+    lc = LearnConfig(k=3, m=6, steps=1000, batch_size=6, eval_every=2, patience=2, lr=5.0, optimizer="sgd", seed=1)
+    res = retrain(store, "cam", RetrainConfig(learn=lc, workers=2), use_ray=False, publish=False)
+    info = res.sketch.meta["training"]
+    assert info["steps"] < 1000  # a learning rate this large stops improving at once
+    vals = [v for _, v in info["val_curve"]]
+    assert info["val_loss"] == min(vals) and info["best_step"] == info["val_curve"][vals.index(min(vals))][0]
+
+
 # ------------------------------------------------------------------ the data plan
 
 
