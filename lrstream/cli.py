@@ -249,9 +249,76 @@ def _run_train(args, log) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- evaluate and report
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="apply the current sketch to the newest hour and report its error gap next to random sketches")
+    p.add_argument("--root", required=True, help="storage root (path or fsspec URL)")
+    p.add_argument("--stream", required=True)
+    p.add_argument("--hour", help="evaluate this hour (default: the newest one the sketch did not train on)")
+    p.add_argument("--version", type=int, help="sketch version (default: LATEST)")
+    p.add_argument("--k", type=int, help="rank (default: the sketch's)")
+    p.add_argument("--drift-margin", type=float, default=0.0, help="drift when the sketch's gap exceeds sparse random's by more than this fraction")
+    p.add_argument("--retrain-on-drift", action="store_true", help="on drift, submit `lrstream train` for the stream (a Ray job with id retrain-S-HOUR when RAY_ADDRESS is a dashboard URL)")
+    p.add_argument("--workers", type=int, default=2, help="workers for a retraining submitted on drift")
+    p.add_argument("--address", help="Ray dashboard address for --retrain-on-drift (default: $RAY_ADDRESS)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    _common(p)
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args, log) -> dict:
+    from . import evaluation
+    from .errors import EXIT_DRIFT
+    from .reports import format_reports
+
+    row = evaluation.run_evaluation(args.root, args.stream, hour=args.hour, version=args.version, k=args.k, margin=args.drift_margin, batch_size=args.batch_size, device=args.device)
+    out = {**row, "gap": {"sketch": row["gap_sketch"], "sparse_random": row["gap_sparse_random"], "dense_random": row["gap_dense_random"], "random_half": row["gap_random_half"]}}
+    log(format_reports([row]))
+    if row["status"] == "exists":
+        log(f"hour {row['hour']} was already evaluated with version {row['version']}; no row added")
+    if not row["drift"]:
+        return out
+    message = f"drift: stream {args.stream} hour {row['hour']}: sketch version {row['version']} has gap {row['gap_sketch']:.5g}, sparse random {row['gap_sparse_random']:.5g} (margin {row['margin']:.0%})"
+    if args.retrain_on_drift:
+        meta = evaluation.load_version(args.root, args.stream, row["version"]).meta
+        argv = evaluation.retrain_argv(args.root, args.stream, meta, workers=args.workers)
+        out["retrain"] = evaluation.submit_retrain(argv, f"retrain-{args.stream}-{row['hour']}", address=args.address)
+        message += f"; retraining {out['retrain']['status']} ({out['retrain']['mode']} {out['retrain']['submission_id']})"
+    raise _CommandFailed(message, EXIT_DRIFT, out)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="print the last evaluation runs of a stream (and plot the gap over time)")
+    p.add_argument("--root", required=True)
+    p.add_argument("--stream", required=True)
+    p.add_argument("--last", type=int, default=24, help="how many runs to show")
+    p.add_argument("--plot", metavar="PNG", help="also write a plot of the gap per hour for every sketch kind")
+    _common(p)
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(args, log) -> dict:
+    from .errors import NothingToDoError
+    from .reports import format_reports, plot_reports, read_reports
+
+    if args.last < 1:
+        raise UsageError("--last must be >= 1")
+    rows = read_reports(args.root, args.stream)[-args.last :]
+    if not rows:
+        raise NothingToDoError(f"stream {args.stream} has no evaluation reports under {args.root} (run `lrstream evaluate` first)")
+    log(format_reports(rows))
+    if args.plot:
+        plot_reports(rows, args.plot, title=f"stream {args.stream}: error gap per hour (k={rows[-1]['k']}, m={rows[-1]['m']})")
+        log(f"plot written to {args.plot}")
+    return {"stream": args.stream, "rows": rows, "plot": args.plot}
+
+
 # ---------------------------------------------------------------- main
 
-COMMANDS: list[Callable] = [_add_factorize, _add_ingest, _add_train, _add_demo]
+COMMANDS: list[Callable] = [_add_factorize, _add_ingest, _add_train, _add_evaluate, _add_report, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
