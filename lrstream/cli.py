@@ -112,28 +112,36 @@ def _run_factorize(args, log) -> dict:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="learn sketches on the sample video and compare them with random sketches")
-    p.add_argument("--root", default="lrstream-demo", help="where sketches are written (path or fsspec URL)")
+    p = sub.add_parser("demo", help="the whole pipeline on this machine: ingest 3 hours, retrain on Ray, evaluate, report")
+    p.add_argument("--root", default="lrstream-demo", help="where shards, sketches, reports and the plot go (path or fsspec URL)")
     p.add_argument("--source", default="auto", help="auto (sample video, else synthetic), bigbuckbunny, synthetic, or a video URL")
+    p.add_argument("--stream", default="demo")
+    p.add_argument("--hours", type=int, default=3, help="hours to split the source into (train, validate, ..., evaluate)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--m", type=int, default=20)
+    p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s"])
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--kinds", default="learned,mixed-j", help="comma-separated sketch kinds to learn")
+    p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--no-ray", action="store_true", help="run every stage in this process")
     _common(p)
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args, log) -> dict:
-    from .demo import DemoConfig, format_table, run_demo
+    from .demo import DemoConfig, run_demo
 
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    cfg = DemoConfig(root=args.root, source=args.source, k=args.k, m=args.m, steps=args.steps, kinds=kinds, seed=args.seed, device=args.device)
+    cfg = DemoConfig(
+        root=args.root, source=args.source, stream=args.stream, hours=args.hours, k=args.k, m=args.m, kind=args.sketch, steps=args.steps,
+        workers=args.workers, seed=args.seed, device=args.device, address=args.address, use_ray=not args.no_ray, progress=sys.stderr.isatty(),
+    )  # fmt: skip
     result = run_demo(cfg, log=log)
-    log(format_table(result))
-    for kind, url in result["sketches"].items():
-        log(f"sketch {kind}: {url}")
+    log(result["table"])
+    for what, where in result["locations"].items():
+        log(f"{what:>8}: {where}")
+    log(f"done in {result['seconds']:.0f} s")
     return result
 
 

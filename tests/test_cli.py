@@ -84,18 +84,24 @@ def test_config_file_supplies_defaults_and_flags_win(tmp_path, capsys, rng):
     assert code == 2 and "bogus" in err
 
 
-def test_demo_on_synthetic_stream(tmp_path, capsys):
-    code, out, err = run(capsys, "demo", "--source", "synthetic", "--root", str(tmp_path), "--k", "4", "--m", "8", "--steps", "40", "--json")
+def test_demo_runs_the_pipeline_on_ray(tmp_path, capsys):
+    import ray
+
+    root = str(tmp_path / "demo")
+    try:
+        code, out, err = run(capsys, "demo", "--source", "synthetic", "--root", root, "--k", "4", "--m", "8", "--steps", "40", "--json")
+    finally:
+        ray.shutdown()
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
-    names = [r["sketch"] for r in result["results"]]
-    assert names == ["sparse_random", "dense_random", "learned", "mixed-j", "mixed-j: random half"]
-    gaps = {r["sketch"]: r["gap"] for r in result["results"]}
-    assert gaps["learned"] < gaps["sparse_random"]
-    assert gaps["mixed-j"] <= gaps["mixed-j: random half"]
-    S = L.load_sketch(result["sketches"]["learned"])
-    assert S.m == 8 and S.meta["kind"] == "learned"
-    assert "sparse_random" in err  # the table goes to stderr
+    assert result["hours"] == ["2026-01-01T00", "2026-01-01T01", "2026-01-01T02"] and result["version"] == 1
+    ev = result["evaluation"]
+    assert ev["hour"] == "2026-01-01T02" and ev["frames"] == 40 and ev["gap_sketch"] < ev["gap_sparse_random"]
+    S = L.load_sketch(result["locations"]["sketch"])
+    assert S.m == 8 and S.meta["kind"] == "learned" and S.meta["data"]["train_hours"] == ["2026-01-01T00"]
+    with open(result["locations"]["plot"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "[4/4] report" in err and "sparse" in err and result["locations"]["shards"] in err  # progress and table on stderr
 
 
 def test_console_script_runs_as_a_process(tmp_path):
