@@ -871,5 +871,8 @@ def retrain(
         fs, path = url_to_fs(run_url(root, stream, run_id))
         if fs.exists(path):
             fs.rm(path, recursive=True)  # the checkpoints served their purpose
+        runs = path.rsplit("/", 1)[0]
+        if fs.exists(runs) and not fs.ls(runs, detail=False):
+            fs.rmdir(runs)  # no other run is in flight
     sketch = replace(sketch, meta={**sketch.meta, **meta, "version": version})
     return RetrainResult(version, url, sketch, val_gap, val_random, plan, loop.stats, run_id)
