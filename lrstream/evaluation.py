@@ -40,6 +40,7 @@ from .scw import prepare, scw, sketch_errors
 from .shards import list_hours
 from .sketch import Sketch, dense_random, random_half, sparse_random
 from .sketch_store import latest_version, load_version
+from .storage import check_hour
 
 SPARSE_SEED = 1_000_001
 DENSE_SEED = 1_000_002
@@ -141,6 +142,7 @@ def pick_hour(root: str, stream: str, meta: dict[str, Any], hour: str | None = N
     """``hour`` if given (it must be ingested), else the newest ingested hour the sketch did not train or validate on."""
     available = list_hours(root, stream)
     if hour is not None:
+        check_hour(hour)  # a mistyped label is a usage error (exit 2), not a missing hour (exit 4)
         if hour not in available:
             raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
         return hour
@@ -175,6 +177,8 @@ def run_evaluation(
         raise NothingToDoError(f"stream {stream} has no sketch yet under {root} (run `lrstream train` first)")
     sketch = load_version(root, stream, version)
     meta = sketch.meta
+    if k is not None:
+        k = check_rank(k, m=sketch.m)  # refused even where the hour was evaluated before
     chosen = pick_hour(root, stream, meta, hour)
     previous = [r for r in read_reports(root, stream) if r["hour"] == chosen and r["version"] == version]
     if previous:
@@ -186,9 +190,11 @@ def run_evaluation(
     n, d = matrix_shape(info.frame_shape, gray)
     if n != sketch.n or ("d" in meta and int(meta["d"]) != d):
         raise DataError(f"hour {chosen} of stream {stream} gives {n}x{d} matrices; sketch version {version} was learned for {sketch.n}x{meta.get('d', '?')}")
-    k = int(k if k is not None else meta.get("k", 0)) or None
     if k is None:
-        raise UsageError(f"sketch version {version} records no rank k; pass --k")
+        if not meta.get("k"):
+            raise UsageError(f"sketch version {version} records no rank k; pass --k")
+        k = int(meta["k"])
+    k = check_rank(k, m=sketch.m, n=n, d=d)
     result = evaluate_batches(sketch, iter_matrices(root, stream, [chosen], batch_size=batch_size, gray=gray), k, device=device)
     row = {
         "stream": stream,

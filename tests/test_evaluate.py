@@ -1,5 +1,6 @@
 """Scheduled evaluation: the gap math, hour selection, idempotent Parquet reports, drift, the report command."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from lrstream.retrain import RetrainConfig, retrain
 from lrstream.shards import MANIFEST, write_hour
 from lrstream.sketch_store import load_version, publish_version
 from lrstream.sources import iter_frames
-from lrstream.storage import frames_dir
+from lrstream.storage import frames_dir, url_to_fs
 
 HOURS = ["2026-03-01T00", "2026-03-01T01", "2026-03-01T02", "2026-03-01T03"]
 
@@ -41,6 +42,13 @@ def store(tmp_path):
     _ingest(tmp_path)
     _train(tmp_path)
     return str(tmp_path)
+
+
+def _stored_bytes(root):
+    """Digest of every file under frames/ and sketches/: what evaluating must leave as it was."""
+    fs, base = url_to_fs(root)
+    paths = sorted(p for top in ("frames", "sketches") for p in fs.find(f"{base}/{top}"))
+    return {p: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in paths}
 
 
 def _numpy_gap(S, frames, k):
@@ -72,6 +80,7 @@ def test_gaps_match_an_independent_float64_reference(rng):
 
 
 def test_evaluates_the_newest_unseen_hour_once(store):
+    before = _stored_bytes(store)
     row = evaluation.run_evaluation(store, "cam")
     assert row["hour"] == HOURS[3] and row["status"] == "evaluated" and row["version"] == 1 and row["frames"] == 12
     assert row["gap_sketch"] < row["gap_sparse_random"] and not row["drift"]
@@ -81,6 +90,7 @@ def test_evaluates_the_newest_unseen_hour_once(store):
     assert table.num_rows == 1 and table.column("hour").to_pylist() == [HOURS[3]]
     old = evaluation.run_evaluation(store, "cam", hour=HOURS[0])
     assert old["hour"] == HOURS[0] and len(read_reports(store, "cam")) == 2
+    assert _stored_bytes(store) == before  # frames and sketches untouched
 
 
 def test_mixed_sketch_reports_its_random_half(tmp_path):
@@ -110,8 +120,10 @@ def test_evaluate_cli_json_and_exit_codes(store, tmp_path, capsys):
     assert main(["evaluate", "--root", seen, "--stream", "cam"]) == 3  # frames of another shape
     assert main(["evaluate", "--root", store, "--stream", "cam", "--hour", "2026-03-01T09"]) == 4
     assert main(["evaluate", "--root", store, "--stream", "cam", "--drift-margin", "-1"]) == 2
+    assert main(["evaluate", "--root", store, "--stream", "cam", "--hour", "yesterday"]) == 2  # not an hour label
+    assert main(["evaluate", "--root", store, "--stream", "cam", "--k", "0"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lrstream: error")]
-    assert len(errors) == 5
+    assert len(errors) == 7
 
 
 def test_an_empty_hour_is_a_data_error(store):
@@ -123,6 +135,7 @@ def test_an_empty_hour_is_a_data_error(store):
         json.dump(doc, f)
     with pytest.raises(DataError, match="no frames"):
         evaluation.run_evaluation(store, "cam")
+    assert main(["evaluate", "--root", store, "--stream", "cam"]) == 3
     assert read_reports(store, "cam") == []
 
 
