@@ -314,7 +314,7 @@ def _run_report(args, log) -> dict:
 
     if args.last < 1:
         raise UsageError("--last must be >= 1")
-    rows = read_reports(args.root, args.stream)[-args.last :]
+    rows = read_reports(args.root, args.stream, last=args.last)
     if not rows:
         raise NothingToDoError(f"stream {args.stream} has no evaluation reports under {args.root} (run `lrstream evaluate` first)")
     log(format_reports(rows))

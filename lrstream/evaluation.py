@@ -34,7 +34,7 @@ import torch
 from ._checks import check_rank, resolve_device
 from .errors import DataError, NothingToDoError, UsageError
 from .reader import hour_info, iter_matrices
-from .reports import read_reports, write_report
+from .reports import read_report, write_report
 from .retrain import matrix_shape
 from .scw import prepare, scw, sketch_errors
 from .shards import list_hours
@@ -180,9 +180,9 @@ def run_evaluation(
     if k is not None:
         k = check_rank(k, m=sketch.m)  # refused even where the hour was evaluated before
     chosen = pick_hour(root, stream, meta, hour)
-    previous = [r for r in read_reports(root, stream) if r["hour"] == chosen and r["version"] == version]
-    if previous:
-        return {**previous[-1], "status": "exists"}
+    previous = read_report(root, stream, chosen, version)
+    if previous is not None:
+        return {**previous, "status": "exists"}
     info = hour_info(root, stream, chosen)
     if info.rows == 0:
         raise DataError(f"hour {chosen} of stream {stream} has no frames")

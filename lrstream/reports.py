@@ -52,37 +52,58 @@ def reports_dir(root: str, stream: str) -> str:
     return f"{base}/reports/stream={check_stream(stream)}"
 
 
+def report_path(root: str, stream: str, hour: str, version: int) -> str:
+    """Where the row of (hour, version) lives; names sort by hour, then version."""
+    return f"{reports_dir(root, stream)}/hour={check_hour(hour)}-v={int(version):06d}.parquet"
+
+
 def write_report(root: str, stream: str, row: dict[str, Any]) -> bool:
     """Publish ``row``; False if a row for this (hour, version) already exists (nothing is written then)."""
     fs, _ = url_to_fs(root)
-    rdir = reports_dir(root, stream)
-    fs.makedirs(rdir, exist_ok=True)
+    fs.makedirs(reports_dir(root, stream), exist_ok=True)
     values = {name: row.get(name) for name in SCHEMA.names}
     if isinstance(values["evaluated_at"], str):
         values["evaluated_at"] = datetime.fromisoformat(values["evaluated_at"])
     table = pa.Table.from_pylist([values], schema=SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    name = f"hour={check_hour(row['hour'])}-v={int(row['version']):06d}.parquet"
-    return publish(fs, f"{rdir}/{name}", buf.getvalue(), exclusive=True)
+    return publish(fs, report_path(root, stream, row["hour"], row["version"]), buf.getvalue(), exclusive=True)
 
 
-def read_reports(root: str, stream: str) -> list[dict[str, Any]]:
-    """Every report row of ``stream``, oldest hour first (then version, then time)."""
+def _read_rows(fs, path: str) -> list[dict[str, Any]]:
+    try:
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"report file {path} is unreadable: {exc}") from None
+    rows = table.to_pylist()
+    for row in rows:
+        if isinstance(row.get("evaluated_at"), datetime):
+            row["evaluated_at"] = row["evaluated_at"].isoformat(timespec="seconds")
+    return rows
+
+
+def read_report(root: str, stream: str, hour: str, version: int) -> dict[str, Any] | None:
+    """The row of (hour, version), or None if that evaluation has not run; reads that one file only."""
     fs, _ = url_to_fs(root)
-    rdir = reports_dir(root, stream)
-    files = sorted(p for p in fs.glob(f"{rdir}/*.parquet"))
-    rows: list[dict[str, Any]] = []
-    for path in files:
-        try:
-            with fs.open(path, "rb") as f:
-                table = pq.read_table(f)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"report file {path} is unreadable: {exc}") from None
-        for row in table.to_pylist():
-            if isinstance(row.get("evaluated_at"), datetime):
-                row["evaluated_at"] = row["evaluated_at"].isoformat(timespec="seconds")
-            rows.append(row)
+    path = report_path(root, stream, hour, version)
+    if not fs.exists(path):
+        return None
+    rows = _read_rows(fs, path)
+    return rows[-1] if rows else None
+
+
+def read_reports(root: str, stream: str, last: int | None = None) -> list[dict[str, Any]]:
+    """The report rows of ``stream`` (only the ``last`` ones if given), oldest hour first, then version.
+
+    File names sort like (hour, version), so ``last`` reads ``last`` files
+    however long the history is.
+    """
+    fs, _ = url_to_fs(root)
+    files = sorted(fs.glob(f"{reports_dir(root, stream)}/*.parquet"))
+    if last is not None:
+        files = files[-last:] if last > 0 else []
+    rows = [row for path in files for row in _read_rows(fs, path)]
     return sorted(rows, key=lambda r: (r["hour"], r["version"], r["evaluated_at"] or ""))
 
 

@@ -185,6 +185,7 @@ def test_report_command_table_plot_and_json(store, tmp_path, capsys):
     out = capsys.readouterr()
     doc = json.loads(out.out.strip().splitlines()[-1])
     assert [r["hour"] for r in doc["rows"]] == [HOURS[1], HOURS[3]]
+    assert [r["hour"] for r in read_reports(store, "cam", last=1)] == [HOURS[3]]
     assert HOURS[3] in out.err and "sparse" in out.err
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
