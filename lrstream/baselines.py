@@ -10,16 +10,31 @@
   values of a CountSketch at fixed random positions, trained by SGD with
   batch size 1 through the unrolled power-method SVD (lrstream's defaults
   instead use Adam, batches of 8 and the exact eigen-solver gradient).
+* :func:`li23`: Li, Lin, Liu, Vakilian & Woodruff (ICLR 2023): positions and
+  starting values from the greedy search (:func:`lrstream.inits.greedy_positions`,
+  one sampled training matrix, 10 values in [-1, 1], as in their code), then
+  the values trained as IVY19.
+* :func:`one_shot_one_vec` and :func:`few_shot_sgd`: Indyk, Wagner &
+  Woodruff (NeurIPS 2021). 1Shot1Vec keeps a CountSketch's random positions
+  and sets the value of column i to u_i, the i-th entry of the top left
+  singular vector of one training matrix, so each bucket sums its rows along
+  the dominant direction instead of with random signs. FewShotSGD trains the
+  values on a few training matrices against the subspace-embedding loss
+  sum_j ||(S U_j)^T (S U_j) - I_k||_F^2, U_j (n, k) the top-k left singular
+  vectors of A_j: cheap, since S U_j is only (m, k).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
 from ._checks import as_batch
 from .errors import UsageError
+from .inits import top_subspace
 from .learn import LearnConfig, _normalize_batch, learn
-from .sketch import DenseSketch, SparseSketch
+from .sketch import DenseSketch, SparseSketch, sparse_random
 
 
 def tensor_sketch(train, m: int, batch_size: int = 8) -> DenseSketch:
@@ -29,17 +44,15 @@ def tensor_sketch(train, m: int, batch_size: int = 8) -> DenseSketch:
         train: (N, n, d) raw matrices (uint8 frames are fine).
         m: sketch rows, 1 <= m <= n.
     """
+    A = _scaled(train)
+    S = top_subspace(A, m, batch_size).to(torch.float32)  # (m, n)
+    return DenseSketch(S, {"kind": "tensor", "m": m, "n": A.shape[-2], "method": "Liu, Xiao, Ding & Yang, ICLR 2023"})
+
+
+def _scaled(train, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, n, d) training matrices, each scaled to sigma_1 = 1."""
     A = as_batch(train, "train")
-    n = A.shape[-2]
-    if not 1 <= m <= n:
-        raise UsageError(f"m={m} must lie in [1, n={n}]")
-    gram = torch.zeros(n, n, dtype=torch.float64)  # (n, n) = sum_i A_i A_i^T
-    for i in range(0, A.shape[0], batch_size):
-        X = _normalize_batch(A[i : i + batch_size].to(torch.float32)).to(torch.float64)  # (b, n, d)
-        gram += (X @ X.mT).sum(0)
-    _, U = torch.linalg.eigh(gram)  # ascending
-    S = U[:, -m:].flip(-1).mT.contiguous().to(torch.float32)  # (m, n)
-    return DenseSketch(S, {"kind": "tensor", "m": m, "n": n, "method": "Liu, Xiao, Ding & Yang, ICLR 2023"})
+    return torch.cat([_normalize_batch(A[i : i + 8].to(dtype)) for i in range(0, A.shape[0], 8)])
 
 
 def ivy19_config(k: int, m: int, steps: int = 1000, seed: int = 0, **options) -> LearnConfig:
@@ -51,3 +64,48 @@ def ivy19(train, k: int, m: int, steps: int = 1000, seed: int = 0, **options) ->
     """IVY19 as published: CountSketch values at fixed random positions, SGD, batch 1, power-method SVD."""
     sketch = learn(train, config=ivy19_config(k, m, steps, seed, **options))
     return sketch.with_values(sketch.values, method="Indyk, Vakilian & Yuan, NeurIPS 2019 (values only, SGD, batch 1, power method)")
+
+
+def li23(train, k: int, m: int, steps: int = 1000, seed: int = 0, samples: int = 1, **options) -> SparseSketch:
+    """Li et al. (ICLR 2023): greedy positions and values, then the values trained as IVY19 (SGD, batch 1, power method).
+
+    ``steps=0`` returns the greedy sketch itself.
+    """
+    cfg = replace(ivy19_config(k, m, steps, seed, **options), positions=True, greedy_samples=samples)
+    sketch = learn(train, config=cfg)
+    return sketch.with_values(sketch.values, method="Li, Lin, Liu, Vakilian & Woodruff, ICLR 2023 (greedy positions, IVY19 values)")
+
+
+def one_shot_one_vec(train, m: int, seed: int = 0, index: int = 0) -> SparseSketch:
+    """1Shot1Vec (Indyk, Wagner & Woodruff, NeurIPS 2021): random positions, values = the top left singular vector of one training matrix."""
+    A = as_batch(train, "train")
+    if not 0 <= index < A.shape[0]:
+        raise UsageError(f"index {index} is outside the {A.shape[0]} training matrices")
+    U, _, _ = torch.linalg.svd(A[index].to(torch.float64), full_matrices=False)  # (n, r)
+    u = U[:, 0] * A.shape[-2] ** 0.5  # (n,), scaled to entries of RMS 1 like a CountSketch's
+    base = sparse_random(A.shape[-2], m, seed=seed)
+    return SparseSketch(base.positions, u[None].float(), torch.ones_like(base.trainable), m, {"kind": "learned", "seed": seed, "method": "1Shot1Vec (Indyk, Wagner & Woodruff, NeurIPS 2021)"})
+
+
+def few_shot_sgd(train, k: int, m: int, shots: int = 3, steps: int = 200, lr: float = 0.05, seed: int = 0) -> SparseSketch:
+    """FewShotSGD (Indyk, Wagner & Woodruff, NeurIPS 2021): CountSketch values trained on ``shots`` matrices.
+
+    Minimises sum_j ||(S U_j)^T (S U_j) - I_k||_F^2 with Adam, U_j (n, k) the
+    top-k left singular vectors of the j-th sampled training matrix, from a
+    random CountSketch; positions stay fixed.
+    """
+    A = as_batch(train, "train")
+    g = torch.Generator().manual_seed(int(seed))
+    pick = torch.randperm(A.shape[0], generator=g)[: max(1, min(int(shots), A.shape[0]))]
+    U = torch.stack([torch.linalg.svd(A[i].to(torch.float64), full_matrices=False)[0][:, :k] for i in pick.tolist()]).float()  # (s, n, k)
+    base = sparse_random(A.shape[-2], m, seed=seed)
+    values = base.values.clone().requires_grad_(True)
+    opt = torch.optim.Adam([values], lr=lr)
+    eye = torch.eye(k)
+    for _ in range(int(steps)):
+        SU = base.apply(U, values)  # (s, m, k)
+        loss = (SU.mT @ SU - eye).square().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return SparseSketch(base.positions, values.detach(), torch.ones_like(base.trainable), m, {"kind": "learned", "seed": seed, "k": k, "method": "FewShotSGD (Indyk, Wagner & Woodruff, NeurIPS 2021)"})

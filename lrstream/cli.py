@@ -257,6 +257,54 @@ def _run_train(args, log) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- plan
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="find the smallest sketch size m whose learned sketch meets a target error gap on held-out data")
+    p.add_argument("--root", required=True, help="storage root (path or fsspec URL)")
+    p.add_argument("--stream", required=True)
+    p.add_argument("--k", type=int, required=True, help="target rank")
+    p.add_argument("--target", type=float, required=True, help="the error gap to meet (sigma_1-normalised, as evaluate reports it)")
+    p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s", "dense"], help="sketch kind")
+    p.add_argument("--positions", action="store_true", help="sparse kinds: place the nonzeros by the greedy search before training values")
+    hours = p.add_mutually_exclusive_group()
+    hours.add_argument("--last", type=int, help="use the last N ingested hours (the newest one validates)")
+    hours.add_argument("--hours", help="comma-separated hours YYYY-MM-DDTHH (the last one validates)")
+    p.add_argument("--m-max", type=int, default=None, help="largest m to try (default: min(n, d))")
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps per probe")
+    p.add_argument("--val-fraction", type=float, default=0.25, help="with one hour, the share of its last frames held out")
+    p.add_argument("--gray", action="store_true", help="frames as (H, W) luminance instead of (C*H, W)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(run=_run_plan)
+
+
+def _run_plan(args, log) -> dict:
+    from .errors import EXIT_NOTHING
+    from .learn import LearnConfig
+    from .plan import plan_sketch_size
+    from .retrain import load_segments, plan_data
+
+    if args.last is not None and args.last < 1:
+        raise UsageError("--last must be >= 1")
+    if not 0 < args.val_fraction < 1:
+        raise UsageError("--val-fraction must lie in (0, 1): plan measures the gap on held-out frames")
+    hours = [h.strip() for h in args.hours.split(",") if h.strip()] if args.hours else None
+    data = plan_data(args.root, args.stream, 1, hours=hours, last=args.last, val_fraction=args.val_fraction, gray=args.gray)
+    train = load_segments(args.root, args.stream, data.train[0], args.gray)
+    val = load_segments(args.root, args.stream, data.val[0], args.gray)
+    cfg = LearnConfig(k=args.k, m=args.k, kind=args.sketch, positions=args.positions, steps=args.steps, seed=args.seed)
+    log(f"planning on {train.shape[0]} training and {val.shape[0]} held-out frames ({data.validation}); target gap {args.target:g}")
+    result = plan_sketch_size(train, val, args.k, args.target, m_max=args.m_max, config=cfg, log=log)
+    out = {"stream": args.stream, "train_hours": data.train_hours, "val_hours": data.val_hours, **result.summary()}
+    if not result.met:
+        tried = max(p["m"] for p in result.probes)
+        raise _CommandFailed(f"no sketch size up to m={tried} meets the target gap {args.target:g} (best {min(p['gap'] for p in result.probes):.5g})", EXIT_NOTHING, out)
+    log(f"smallest m meeting gap {args.target:g}: m={result.m} (validation gap {result.gap:.5g}, {len(result.probes)} probes)")
+    return out
+
+
 # ---------------------------------------------------------------- evaluate and report
 
 
@@ -326,7 +374,7 @@ def _run_report(args, log) -> dict:
 
 # ---------------------------------------------------------------- main
 
-COMMANDS: list[Callable] = [_add_factorize, _add_ingest, _add_train, _add_evaluate, _add_report, _add_demo]
+COMMANDS: list[Callable] = [_add_factorize, _add_ingest, _add_train, _add_plan, _add_evaluate, _add_report, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

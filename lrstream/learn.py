@@ -11,6 +11,14 @@ minimised over the nonzero values of a sparse S whose positions stay fixed
 * ``mixed-j``: ceil(m/2) learned rows trained jointly with floor(m/2) fixed
   random rows (the loss sees the whole sketch).
 * ``mixed-s``: ceil(m/2) rows learned alone, then floor(m/2) random rows appended.
+* ``dense``: every entry of a dense m x n S trained, started from the
+  top-m subspace of the training data (``init="tensor"``, the sketch of Liu
+  et al., ICLR 2023) or from a Gaussian (``init="random"``).
+
+``positions=True`` (sparse kinds) places each CountSketch nonzero by the
+greedy search of Li et al. (ICLR 2023) before the values are trained; see
+:mod:`lrstream.inits`. Data-dependent starting points are validated at step
+0 too, so training never returns a sketch worse on validation than its start.
 
 Mixed sketches are never worse than their random half (see :func:`lrstream.sketch.mixed`).
 
@@ -36,12 +44,17 @@ from ._checks import as_batch, check_rank, resolve_device
 from .errors import DataError, UsageError
 from .linalg import normalize_by_sigma1, sigma1_estimate
 from .losses import ROUTES, check_loss, sketch_loss
-from .sketch import SparseSketch, learnable_sparse, mixed
+from .sketch import DenseSketch, SparseSketch, learnable_sparse, mixed
 
-KINDS = ("learned", "mixed-j", "mixed-s")
+KINDS = ("learned", "mixed-j", "mixed-s", "dense")
+INITS = ("random", "tensor")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 _DEFAULT_LR = {"adam": 0.05, "sgd": 1.0}
+# A dense sketch starts with entries of RMS 1 (rows scaled by sqrt(n)); its
+# start from the data's top subspace is already close to a good optimum, so
+# steps are kept small relative to the entries.
+_DENSE_LR = {"adam": 0.002, "sgd": 0.05}
 # float64 costs about 2x; it makes runs reproducible to ~1e-12 across batch splits
 # (float32 summation order alone moves Adam trajectories by ~1e-5).
 DTYPES = ("float32", "float64")
@@ -75,6 +88,9 @@ class LearnConfig:
     progress: bool | None = None
     time_budget: float | None = None
     dtype: str = "float32"
+    init: str | None = None
+    positions: bool = False
+    greedy_samples: int = 2
 
     def validate(self) -> "LearnConfig":
         check_rank(self.k)
@@ -97,6 +113,14 @@ class LearnConfig:
             raise UsageError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise UsageError(f"time_budget must be positive seconds, got {self.time_budget}")
+        if self.init is not None and self.init not in INITS:
+            raise UsageError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
+        if self.init == "tensor" and self.kind != "dense":
+            raise UsageError("init='tensor' is for kind='dense'; sparse kinds start from a CountSketch (or positions=True)")
+        if self.positions and self.kind == "dense":
+            raise UsageError("positions=True is for sparse kinds; a dense sketch has no positions")
+        if self.greedy_samples < 1:
+            raise UsageError(f"greedy_samples must be >= 1, got {self.greedy_samples}")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
         resolve_device(self.device)
@@ -104,7 +128,21 @@ class LearnConfig:
 
     @property
     def learning_rate(self) -> float:
-        return float(self.lr if self.lr is not None else _DEFAULT_LR[self.optimizer])
+        if self.lr is not None:
+            return float(self.lr)
+        return (_DENSE_LR if self.kind == "dense" else _DEFAULT_LR)[self.optimizer]
+
+    @property
+    def start(self) -> str:
+        """How the sketch starts: "tensor", "random" or "greedy" (positions=True)."""
+        if self.kind == "dense":
+            return self.init or "tensor"
+        return "greedy" if self.positions else "random"
+
+    @property
+    def data_dependent(self) -> bool:
+        """Whether the starting sketch is computed from the training data."""
+        return self.start in ("tensor", "greedy")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -115,9 +153,36 @@ class LearnConfig:
         return self.m if self.kind == "learned" else self.m - self.m // 2
 
 
-def initial_sketch(n: int, cfg: LearnConfig) -> SparseSketch:
-    """The starting point: a CountSketch for the learned rows, plus the fixed random rows for mixed-J."""
+def _dense_as_blocks(S: torch.Tensor, cfg: LearnConfig) -> SparseSketch:
+    """A dense (m, n) S as a sparse sketch with m blocks (block b holds row b), so one training loop serves both."""
+    m, n = S.shape
+    S = S * (n**0.5 / S.norm(dim=1, keepdim=True).clamp_min(1e-30))  # rows scaled to entries of RMS 1; the row space is unchanged
+    pos = torch.arange(m).unsqueeze(1).expand(m, n).contiguous()  # (m, n)
+    return SparseSketch(pos, S.to(cfg.torch_dtype), torch.ones(m, n, dtype=torch.bool), m, {"kind": "dense", "seed": cfg.seed, "init": cfg.start})
+
+
+def initial_sketch(n: int, cfg: LearnConfig, data: torch.Tensor | None = None) -> SparseSketch:
+    """The starting point of training.
+
+    A CountSketch for the learned rows (its positions and values from the
+    greedy search when ``cfg.positions``), plus the fixed random rows for
+    mixed-J; for ``dense``, the top-m subspace of ``data`` or a Gaussian.
+    ``data`` (N, n, d), scaled to sigma_1 = 1, is needed when
+    ``cfg.data_dependent``.
+    """
+    from .inits import greedy_positions, top_subspace  # the greedy search is only imported when used
+
+    if cfg.data_dependent and data is None:
+        raise UsageError(f"a sketch started by {cfg.start!r} needs the training data in memory")
+    if cfg.kind == "dense":
+        if cfg.start == "tensor":
+            return _dense_as_blocks(top_subspace(data, cfg.m), cfg)
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        return _dense_as_blocks(torch.randn(cfg.m, n, generator=g, dtype=torch.float64), cfg)
     base = learnable_sparse(n, cfg.m_learned, seed=cfg.seed, dtype=cfg.torch_dtype)
+    if cfg.positions:
+        pos, val = greedy_positions(data, cfg.m_learned, min(cfg.k, cfg.m_learned), samples=cfg.greedy_samples, seed=cfg.seed)
+        base = replace(base, positions=pos.unsqueeze(0), values=val.unsqueeze(0).to(cfg.torch_dtype), meta={**base.meta, "positions": "greedy"})
     if cfg.kind == "mixed-j":
         return mixed(base, cfg.m - cfg.m_learned, seed=cfg.seed + 1, kind="mixed-j")
     return base
@@ -222,6 +287,18 @@ def _batches_from_iterable(source: Iterable, n: int | None, dtype: torch.dtype =
             return
 
 
+def _first_matrices(batches: Iterable[torch.Tensor], count: int) -> torch.Tensor:
+    """The first ``count`` matrices of an endless batch stream (fewer if an epoch is shorter)."""
+    got: list[torch.Tensor] = []
+    total = 0
+    for A in batches:
+        got.append(A)
+        total += A.shape[0]
+        if total >= count:
+            break
+    return torch.cat(got)[:count]
+
+
 def _mean_loss(sketch: SparseSketch, values: torch.Tensor, data: torch.Tensor, cfg: LearnConfig, weight, device) -> float:
     total = 0.0
     with torch.no_grad():
@@ -301,6 +378,8 @@ def _fit(sketch: SparseSketch, batches: Iterable[torch.Tensor], val: torch.Tenso
     bar = tqdm(total=cfg.steps, disable=not show, file=sys.stderr, desc=f"learn {cfg.kind} k={cfg.k} m={sketch.m}")
     t0 = time.perf_counter()
     it = iter(batches)
+    if val is not None and cfg.data_dependent:
+        progress.record_val(0, _mean_loss(sketch, sketch.values, val, cfg, w, device), stepper.params)
     for step in range(1, cfg.steps + 1):
         if cfg.time_budget is not None and time.perf_counter() - t0 > cfg.time_budget:
             break
@@ -321,8 +400,11 @@ def _fit(sketch: SparseSketch, batches: Iterable[torch.Tensor], val: torch.Tenso
     return sketch.with_values(sketch.values.masked_scatter(sketch.trainable, params)), info
 
 
-def finish_sketch(sketch: SparseSketch, cfg: LearnConfig, n: int, d: int, info: dict[str, Any]) -> SparseSketch:
-    """Turn the fitted sketch into the final one: append the random half for mixed-S, record config and training."""
+def finish_sketch(sketch: SparseSketch, cfg: LearnConfig, n: int, d: int, info: dict[str, Any]) -> SparseSketch | DenseSketch:
+    """Turn the fitted sketch into the final one: append the random half for mixed-S, record config and training.
+
+    A dense sketch, trained as m one-row blocks, comes back as a :class:`DenseSketch`.
+    """
     if cfg.kind == "mixed-s":
         sketch = mixed(sketch, cfg.m - cfg.m_learned, seed=cfg.seed + 1, kind="mixed-s")
     meta = {
@@ -337,6 +419,8 @@ def finish_sketch(sketch: SparseSketch, cfg: LearnConfig, n: int, d: int, info: 
         "config": asdict(cfg),
         "training": info,
     }
+    if cfg.kind == "dense":
+        return DenseSketch(sketch.to_dense().to(torch.float32), meta)
     return SparseSketch(sketch.positions, sketch.values, sketch.trainable, sketch.m, meta)
 
 
@@ -371,7 +455,7 @@ def learn(
             to sigma_1 = 1 here.
         k: target rank.
         m: sketch rows.
-        kind: "learned", "mixed-j" or "mixed-s".
+        kind: "learned", "mixed-j", "mixed-s" or "dense".
         loss: "fro" (default), "v" or "wfro" (then ``weight`` (n, d) is required).
         steps: optimiser steps (each on ``batch_size`` matrices).
         seed: fixes the initial CountSketch, the random half and the data order.
@@ -425,5 +509,15 @@ def learn(
     check_rank(cfg.k, n=n, d=d)
     check_loss(cfg.loss, weight, n, d)
 
-    fitted, info = _fit(initial_sketch(n, fit_config(cfg)), batches_factory(), held, fit_config(cfg), weight)
+    init_data = None
+    if cfg.data_dependent:
+        # In-memory data is used whole; a stream lends its first batches (up to 64 matrices).
+        if isinstance(train, (np.ndarray, torch.Tensor)):
+            init_data = tr
+        elif it is train:
+            raise UsageError(f"a sketch started by {cfg.start!r} reads the data twice: pass an array or a re-iterable source, not a one-shot iterator")
+        else:
+            init_data = _first_matrices(batches_factory(), 64)
+    fit = fit_config(cfg)
+    fitted, info = _fit(initial_sketch(n, fit, init_data), batches_factory(), held, fit, weight)
     return finish_sketch(fitted, cfg, n, d, info)

@@ -81,6 +81,10 @@ class RetrainConfig:
         replace(self.learn, device="cpu").validate()
         if self.learn.device not in ("cpu", "cuda"):
             raise UsageError(f"device must be cpu or cuda, got {self.learn.device!r}")
+        if self.learn.data_dependent:
+            # Workers and the server must share one starting sketch; a start computed
+            # from data would have to be computed once and shipped (not built yet).
+            raise UsageError(f"retrain starts sketches from random; a {self.learn.start!r} start (kind={self.learn.kind}) is available through lrstream.learn")
         if self.learn.loss == "wfro":
             raise UsageError("retrain supports the fro and v losses (wfro needs a weight matrix; use lrstream.learn)")
         if self.workers < 1:

@@ -3,6 +3,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="module")
+def video():
+    """Synthetic video as (train matrices (36, 144, 64) uint8, prepared test set of 12)."""
+    from lrstream.scw import prepare
+    from lrstream.sources import frames_to_matrices, synthetic_frames
+
+    A = frames_to_matrices(synthetic_frames(48, 48, 64, seed=0))  # (48, 144, 64) uint8
+    return A[:36], prepare(A[36:])
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -14,7 +14,7 @@ from conftest import reference_scw_error
 import lrstream as L
 from lrstream import evaluation
 from lrstream.cli import main
-from lrstream.errors import DataError, NothingToDoError
+from lrstream.errors import DataError
 from lrstream.learn import LearnConfig
 from lrstream.reports import read_reports
 from lrstream.retrain import RetrainConfig, retrain

@@ -6,15 +6,8 @@ import torch
 
 import lrstream as L
 from lrstream.errors import DataError, UsageError
-from lrstream.sources import frames_to_matrices, synthetic_frames
 
 K, M = 4, 8
-
-
-@pytest.fixture(scope="module")
-def video():
-    A = frames_to_matrices(synthetic_frames(48, 48, 64, seed=0))  # (48, 144, 64) uint8
-    return A[:36], L.prepare(A[36:])
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,120 @@
+"""Data-dependent starting points for sketches: where learning begins matters.
+
+Gradient descent on the SCW loss only moves values; it cannot move a
+CountSketch nonzero to another row, and for a dense sketch it converges to
+the nearest of many local optima. These functions build starting points from
+the training matrices A_i (n, d), each already scaled to sigma_1 = 1:
+
+* :func:`top_subspace` (the "tensor-based" sketch of Liu, Xiao, Ding & Yang,
+  ICLR 2023): S = U_m^T with U_m the top-m eigenvectors of sum_i A_i A_i^T.
+  For a single matrix this is the optimal sketch, since rowspace(SA)
+  contains A's top right singular space; over a distribution it is the
+  best m-dim subspace on average in the Frobenius sense, but not the
+  minimiser of the SCW error, which learning then refines.
+* :func:`greedy_positions` (Li, Lin, Liu, Vakilian & Woodruff, ICLR 2023,
+  "Learning the Positions in CountSketch"): visit the columns of S in a
+  random order; the first m take distinct rows; every later column i tries
+  every row j and every value g on a grid and keeps the pair that minimises
+  the rank-k SCW error on sampled training matrices.
+
+The greedy step is evaluated without recomputing SCW for each of the m x G
+candidates. All candidates for column i only change row j of SA by g a_i^T
+(a_i = row i of A), so every candidate row space lies in the (m+1)-dim span
+of the rows of SA and a_i. With B (d, m+1) an orthonormal basis of that span,
+X = SA B and y = a_i B its coordinates, and M = (A B)^T (A B):
+
+    ||A - [A P]_k||_F^2 = ||A||_F^2 - sum of the k largest eigenvalues of Q^T M Q,
+
+where Q ((m+1), r) is an orthonormal basis of rowspace(X + g e_j y^T). Each
+candidate then costs O(m^3) instead of O(n d m), and one column costs one
+(n, d) x (d, m+1) product per sampled matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import UsageError
+
+
+def top_subspace(A: torch.Tensor, m: int, batch_size: int = 8) -> torch.Tensor:
+    """S (m, n): the top-m eigenvectors of sum_i A_i A_i^T, in descending order.
+
+    Args:
+        A: (N, n, d) matrices, already scaled as the caller wants them weighted.
+        m: rows, 1 <= m <= n.
+    """
+    n = A.shape[-2]
+    if not 1 <= m <= n:
+        raise UsageError(f"m={m} must lie in [1, n={n}]")
+    gram = torch.zeros(n, n, dtype=torch.float64)  # (n, n)
+    for i in range(0, A.shape[0], batch_size):
+        X = A[i : i + batch_size].to(torch.float64)  # (b, n, d)
+        gram += (X @ X.mT).sum(0)
+    _, U = torch.linalg.eigh(gram)  # ascending eigenvalues
+    return U[:, -m:].flip(-1).mT.contiguous()  # (m, n)
+
+
+def _candidate_losses(X: torch.Tensor, y: torch.Tensor, M: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
+    """-(sum of the top-k eigenvalues of Q^T M Q) for every (row j, value g); shape (m, G).
+
+    X (m, r) and y (r,) are coordinates in an orthonormal basis of dimension
+    r = m + 1; M (r, r) is the Gram matrix of A in that basis.
+    """
+    m, r = X.shape
+    G = grid.shape[0]
+    cand = X.expand(m, G, m, r).clone()  # (m, G, m, r): candidate (j, g) adds g y to row j
+    idx = torch.arange(m)
+    cand[idx, :, idx, :] += grid[None, :, None] * y  # (m, G, r)
+    _, s, Vh = torch.linalg.svd(cand, full_matrices=False)  # Vh (m, G, m, r)
+    keep = (s > s[..., :1] * (r * torch.finfo(s.dtype).eps * 10)).to(X.dtype)  # (m, G, m)
+    Q = Vh.mT * keep.unsqueeze(-2)  # (m, G, r, m)
+    K = Q.mT @ M @ Q  # (m, G, m, m)
+    top = torch.linalg.eigvalsh(K)[..., -k:].sum(-1)  # (m, G)
+    return -top
+
+
+def greedy_positions(
+    A: torch.Tensor, m: int, k: int, *, samples: int = 1, grid: int = 10, seed: int = 0, order: str = "random"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy position (and value) search for a CountSketch; returns positions (n,) and values (n,).
+
+    Args:
+        A: (N, n, d) training matrices, scaled to sigma_1 = 1.
+        m, k: sketch rows and target rank.
+        samples: training matrices the error is averaged over (the paper uses 1).
+        grid: number of candidate values, evenly spaced in [-1, 1] (the paper's 10).
+        seed: fixes the sampled matrices, the visiting order and the first m values.
+        order: "random" (the paper's default) or "norm" (decreasing total row norm).
+    """
+    N, n, d = A.shape
+    if not 1 <= k <= m <= min(n, d):
+        raise UsageError(f"need 1 <= k <= m <= min(n, d); got k={k}, m={m}, n={n}, d={d}")
+    if order not in ("random", "norm"):
+        raise UsageError(f"unknown order {order!r}; choose random or norm")
+    g = torch.Generator().manual_seed(int(seed))
+    pick = torch.randperm(N, generator=g)[: max(1, min(int(samples), N))]
+    S = A[pick].to(torch.float64)  # (s, n, d)
+    if order == "random":
+        visit = torch.randperm(n, generator=g)
+    else:
+        visit = torch.argsort(S.square().sum((0, 2)), descending=True)
+    values_grid = torch.linspace(-1.0, 1.0, int(grid), dtype=torch.float64)  # (G,)
+    pos = torch.zeros(n, dtype=torch.long)
+    val = torch.zeros(n, dtype=torch.float64)
+    first = visit[:m]
+    pos[first] = torch.arange(m)
+    val[first] = torch.randint(0, 2, (m,), generator=g).to(torch.float64) * 2 - 1
+    SA = torch.zeros(S.shape[0], m, d, dtype=torch.float64)  # (s, m, d)
+    SA[:, torch.arange(m)] = S[:, first] * val[first, None]
+    for i in visit[m:].tolist():
+        total = torch.zeros(m, values_grid.shape[0], dtype=torch.float64)  # (m, G)
+        for t in range(S.shape[0]):
+            a = S[t, i]  # (d,)
+            B, _ = torch.linalg.qr(torch.cat([SA[t], a[None]]).mT)  # (d, m+1)
+            AB = S[t] @ B  # (n, m+1)
+            total += _candidate_losses(SA[t] @ B, a @ B, AB.mT @ AB, values_grid, k)
+        j, gi = divmod(int(torch.argmin(total)), values_grid.shape[0])
+        pos[i], val[i] = j, values_grid[gi]
+        SA[:, j] += val[i] * S[:, i]
+    return pos, val

@@ -1,0 +1,129 @@
+"""Data-dependent starts and the published methods: greedy positions, dense learning, 1Shot1Vec, FewShotSGD, plan."""
+
+import numpy as np
+import pytest
+import torch
+
+import lrstream as L
+from lrstream.baselines import few_shot_sgd, li23, one_shot_one_vec, tensor_sketch
+from lrstream.errors import UsageError
+from lrstream.inits import _candidate_losses, greedy_positions
+from lrstream.learn import LearnConfig
+from lrstream.plan import plan_sketch_size
+from lrstream.retrain import RetrainConfig
+from lrstream.sources import frames_to_matrices, synthetic_frames
+
+from conftest import reference_scw_error
+
+K, M = 4, 8
+
+
+@pytest.fixture(scope="module")
+def random_gap(video):
+    return L.error_gap(L.sparse_random(144, M, seed=0), video[1], K)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_greedy_candidate_losses_match_explicit_scw(rng, dtype):
+    # Every (row j, value g) candidate's error from the (m+1)-dim reduction equals textbook SCW on the modified SA.
+    n, d, m, k = 30, 20, 5, 3
+    A = torch.as_tensor(rng.standard_normal((n, d)), dtype=dtype)
+    SA = torch.as_tensor(rng.standard_normal((m, d)), dtype=dtype)
+    a, grid = A[7], torch.linspace(-1, 1, 4, dtype=dtype)
+    B, _ = torch.linalg.qr(torch.cat([SA, a[None]]).mT)
+    AB = A @ B
+    got = (_candidate_losses(SA @ B, a @ B, AB.mT @ AB, grid, k) + A.square().sum()).clamp_min(0).sqrt()
+    An = A.double().numpy()
+    for j in range(m):
+        for gi, g in enumerate(grid.tolist()):
+            # SA + g e_j a^T is the sketch S + g e_j e_7^T applied to A; reference_scw_error takes S explicitly.
+            S = np.linalg.lstsq(An.T, SA.double().numpy().T, rcond=None)[0].T  # S with S A = SA (n > d: exact)
+            S[j, 7] += g
+            want = reference_scw_error(S, An, k)
+            assert abs(float(got[j, gi]) - want) < (1e-9 if dtype == torch.float64 else 2e-3) * max(1.0, want)
+
+
+def test_greedy_positions_beat_random_positions(video, random_gap):
+    from lrstream.learn import _normalize_batch
+
+    A = _normalize_batch(torch.as_tensor(video[0]).float())
+    pos, val = greedy_positions(A, M, K, samples=2, seed=0)
+    assert pos.shape == (144,) and int(pos.min()) >= 0 and int(pos.max()) < M
+    assert torch.bincount(pos, minlength=M).min() >= 1  # every row of S is used
+    S = L.SparseSketch(pos[None], val[None].float(), torch.ones(1, 144, dtype=torch.bool), M)
+    assert L.error_gap(S, video[1], K) * 2 < random_gap
+    again = greedy_positions(A, M, K, samples=2, seed=0)
+    assert torch.equal(again[0], pos) and torch.equal(again[1], val)
+
+
+def test_learned_positions_improve_on_values_only(video):
+    values_only = L.learn(video[0], K, M, steps=150)
+    both = L.learn(video[0], K, M, steps=150, positions=True)
+    assert both.meta["positions"] == "greedy" and both.meta["config"]["positions"] is True
+    assert L.error_gap(both, video[1], K) < L.error_gap(values_only, video[1], K)
+    mixed = L.learn(video[0], K, M, kind="mixed-j", steps=60, positions=True)
+    assert L.error_gap(mixed, video[1], K) <= L.error_gap(L.random_half(mixed), video[1], K) + 1e-12
+
+
+def test_dense_learning_starts_from_the_tensor_sketch_and_is_never_worse_on_validation(video, tmp_path):
+    train = video[0]
+    S = L.learn(train, K, M, kind="dense", steps=60)
+    assert isinstance(S, L.DenseSketch) and S.matrix.shape == (M, 144) and S.kind == "dense"
+    info = S.meta["training"]
+    assert info["val_curve"][0][0] == 0  # the start is a validated candidate
+    assert info["val_loss"] <= info["val_curve"][0][1]
+    start = tensor_sketch(train, M)
+    assert L.error_gap(S, video[1], K) < 1.1 * L.error_gap(start, video[1], K)
+    S.save(str(tmp_path / "dense"))
+    back = L.load_sketch(str(tmp_path / "dense"))
+    assert torch.equal(back.matrix, S.matrix) and back.meta["config"]["kind"] == "dense"
+    rnd = L.learn(train, K, M, kind="dense", init="random", steps=120)
+    assert L.error_gap(rnd, video[1], K) < L.error_gap(L.dense_random(144, M, seed=0), video[1], K)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"kind": "learned", "init": "tensor"}, {"kind": "dense", "positions": True}, {"init": "kmeans"}, {"greedy_samples": 0}],
+)
+def test_bad_start_options(video, kwargs):
+    with pytest.raises(UsageError):
+        L.learn(video[0], K, M, steps=1, **kwargs)
+
+
+def test_data_dependent_starts_need_rereadable_data(video):
+    with pytest.raises(UsageError, match="one-shot"):
+        L.learn((video[0][i : i + 8] for i in range(0, 32, 8)), K, M, kind="dense", steps=2)
+    with pytest.raises(UsageError, match="retrain"):
+        RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense")).validate()
+    RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense", init="random")).validate()
+
+
+def test_published_baselines_run_and_beat_random(video, random_gap):
+    train, test = video
+    greedy = li23(train, K, M, steps=0)
+    assert "ICLR 2023" in greedy.meta["method"] and L.error_gap(greedy, test, K) < random_gap
+    one = one_shot_one_vec(train, M, seed=0)
+    assert torch.equal(one.positions, L.sparse_random(144, M, seed=0).positions)
+    assert L.error_gap(one, test, K) < random_gap
+    few = few_shot_sgd(train, K, M, shots=3, steps=100)
+    assert torch.equal(few.positions, L.sparse_random(144, M, seed=0).positions)
+    assert L.error_gap(few, test, K) < random_gap
+    with pytest.raises(UsageError):
+        one_shot_one_vec(train, M, index=99)
+
+
+def test_plan_finds_the_smallest_m_that_meets_the_target(video):
+    train, test = video
+    cfg = LearnConfig(k=K, m=K, steps=40)
+    A = frames_to_matrices(synthetic_frames(48, 48, 64, seed=0))
+    loose = plan_sketch_size(train, A[36:], K, target=1.0, config=cfg)
+    assert loose.met and loose.m == K and len(loose.probes) == 1
+    target = 0.5 * loose.gap
+    res = plan_sketch_size(train, A[36:], K, target=target, config=cfg, m_max=32)
+    assert res.met and res.gap <= target and res.m > K
+    below = [p for p in res.probes if p["m"] == res.m - 1]
+    assert below and below[0]["gap"] > target  # bisection ends next to a miss
+    never = plan_sketch_size(train, A[36:], K, target=1e-9, config=cfg, m_max=8)
+    assert not never.met and max(p["m"] for p in never.probes) == 8
+    with pytest.raises(UsageError):
+        plan_sketch_size(train, A[36:], K, target=0.0)
