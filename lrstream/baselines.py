@@ -71,7 +71,7 @@ def li23(train, k: int, m: int, steps: int = 1000, seed: int = 0, samples: int =
 
     ``steps=0`` returns the greedy sketch itself.
     """
-    cfg = replace(ivy19_config(k, m, steps, seed, **options), positions=True, greedy_samples=samples)
+    cfg = replace(ivy19_config(k, m, steps, seed), positions=True, greedy_samples=samples, **options)
     sketch = learn(train, config=cfg)
     return sketch.with_values(sketch.values, method="Li, Lin, Liu, Vakilian & Woodruff, ICLR 2023 (greedy positions, IVY19 values)")
 
