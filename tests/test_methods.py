@@ -127,3 +127,25 @@ def test_plan_finds_the_smallest_m_that_meets_the_target(video):
     assert not never.met and max(p["m"] for p in never.probes) == 8
     with pytest.raises(UsageError):
         plan_sketch_size(train, A[36:], K, target=0.0)
+
+
+def test_plan_command_reads_stored_hours_and_reports_json(tmp_path, capsys):
+    import json
+
+    from lrstream.cli import main
+    from lrstream.shards import write_hour
+    from lrstream.sources import iter_frames
+
+    for i, h in enumerate(["2026-11-22T10", "2026-11-22T11"]):
+        src = f"synthetic://?frames=12&height=20&width=24&channels=2&seed=3&start={12 * i}"
+        write_hour(str(tmp_path), "cam", h, iter_frames(src), src)
+    base = ["plan", "--root", str(tmp_path), "--stream", "cam", "--k", "2", "--steps", "20", "--m-max", "8", "--json"]
+    assert main([*base, "--target", "10"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["met"] and out["m"] == 2 and out["val_hours"] == ["2026-11-22T11"] and out["train_hours"] == ["2026-11-22T10"]
+    assert main([*base, "--target", "1e-12"]) == 4
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("lrstream: error: no sketch size up to m=8") and "Traceback" not in captured.err
+    assert not json.loads(captured.out.strip().splitlines()[-1])["met"]
+    assert main([*base, "--target", "0.1", "--hours", "2026-11-22T10", "--val-fraction", "0"]) == 2
