@@ -118,6 +118,34 @@ def verdicts(rows: list[dict]) -> list[dict]:
     return out
 
 
+def markdown(doc: dict) -> str:
+    """README tables from a written report: one per dataset, a column per (k, m), gap and x-vs-sparse-random per cell."""
+    rows = doc["results"]
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        sel = [r for r in rows if r["dataset"] == dataset]
+        settings = list(dict.fromkeys((r["k"], r["m"]) for r in sel))
+        out.append(f"**{dataset}**\n")
+        out.append("| sketch | family | " + " | ".join(f"k={k}, m={m}" for k, m in settings) + " | train time (s) |")
+        out.append("|---|---|" + "---|" * len(settings) + "---|")
+        for method in dict.fromkeys(r["method"] for r in sel):
+            cells, times, family = [], [], ""
+            for k, m in settings:
+                r = next((r for r in sel if (r["k"], r["m"], r["method"]) == (k, m, method)), None)
+                if r is None:
+                    cells.append("-")
+                    continue
+                family = r["family"]
+                best = min(x["gap"] for x in sel if (x["k"], x["m"]) == (k, m) and x["family"] != "random")
+                cell = f"{r['gap']:.5f} ({r['ratio_vs_sparse_random']:.1f}x)"
+                cells.append(f"**{cell}**" if r["gap"] == best else cell)
+                if r["train_seconds"] is not None:
+                    times.append(f"{r['train_seconds']:.0f}")
+            out.append(f"| {method} | {family} | " + " | ".join(cells) + f" | {' / '.join(times) or '-'} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="bbb,lfw,ood")
@@ -126,7 +154,14 @@ def main() -> None:
     ap.add_argument("--ivy-steps", type=int, default=500, help="SGD steps (batch 1) for IVY19 and the value stage of Li+23")
     ap.add_argument("--methods", default="", help="comma-separated subset of methods (random sketches always run)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "quality.json"))
+    ap.add_argument("--table", metavar="JSON", help="print the README tables of a written report and exit")
     args = ap.parse_args()
+    if args.table:
+        import json
+
+        with open(args.table) as f:
+            print(markdown(json.load(f)))
+        return
     only = {s.strip() for s in args.methods.split(",") if s.strip()} or None
     loaders = {"bbb": bbb_data, "lfw": lfw_data, "ood": ood_data}
     rows: list[dict] = []
