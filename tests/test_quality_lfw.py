@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 import lrstream as L
 from lrstream.baselines import ivy19, tensor_sketch
