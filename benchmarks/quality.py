@@ -35,11 +35,6 @@ import lrstream as L
 from lrstream.baselines import few_shot_sgd, ivy19, li23, one_shot_one_vec, tensor_sketch
 from lrstream.datasets import lfw_mosaics, lfw_split, resize, video_matrices
 
-OURS = ("learned", "learned+positions", "mixed-j", "mixed-s", "dense")
-PUBLISHED = ("IVY19", "Li+23 greedy", "tensor (Liu+23)", "1Shot1Vec", "FewShotSGD")
-SPARSE = {"learned", "learned+positions", "mixed-j", "mixed-s", "IVY19", "Li+23 greedy", "1Shot1Vec", "FewShotSGD", "sparse random"}
-
-
 def bbb_data() -> tuple[np.ndarray, np.ndarray]:
     A = video_matrices(pool=2)  # (132, 1080, 640)
     n_train = int(round(0.75 * A.shape[0]))
@@ -89,7 +84,7 @@ def run_setting(dataset: str, train: np.ndarray, test, k: int, m: int, args, onl
         secs = time.perf_counter() - t0 if family != "random" else None
         gap = L.error_gap(S, test, k)
         base = gap if name == "sparse random" else base
-        row = {"dataset": dataset, "k": k, "m": m, "method": name, "family": family, "sparse": name in SPARSE, "gap": gap, "ratio_vs_sparse_random": base / gap, "train_seconds": secs}
+        row = {"dataset": dataset, "k": k, "m": m, "method": name, "family": family, "sparse": isinstance(S, L.SparseSketch), "gap": gap, "ratio_vs_sparse_random": base / gap, "train_seconds": secs}
         rows.append(row)
         print(f"{dataset:<4} k={k:<3} m={m:<3} {name:<20} {family:<9} gap={gap:.6f}  x{base / gap:7.2f}  " + ("" if secs is None else f"{secs:7.1f}s"), flush=True)
         if name in ("mixed-j", "mixed-s"):

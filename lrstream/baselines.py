@@ -34,7 +34,7 @@ from ._checks import as_batch
 from .errors import UsageError
 from .inits import top_subspace
 from .learn import LearnConfig, _normalize_batch, learn
-from .sketch import DenseSketch, SparseSketch, sparse_random
+from .sketch import DenseSketch, SparseSketch, learnable_sparse
 
 
 def tensor_sketch(train, m: int, batch_size: int = 8) -> DenseSketch:
@@ -44,15 +44,9 @@ def tensor_sketch(train, m: int, batch_size: int = 8) -> DenseSketch:
         train: (N, n, d) raw matrices (uint8 frames are fine).
         m: sketch rows, 1 <= m <= n.
     """
-    A = _scaled(train)
+    A = _normalize_batch(as_batch(train, "train").to(torch.float32))  # (N, n, d), each sigma_1 = 1
     S = top_subspace(A, m, batch_size).to(torch.float32)  # (m, n)
     return DenseSketch(S, {"kind": "tensor", "m": m, "n": A.shape[-2], "method": "Liu, Xiao, Ding & Yang, ICLR 2023"})
-
-
-def _scaled(train, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(N, n, d) training matrices, each scaled to sigma_1 = 1."""
-    A = as_batch(train, "train")
-    return torch.cat([_normalize_batch(A[i : i + 8].to(dtype)) for i in range(0, A.shape[0], 8)])
 
 
 def ivy19_config(k: int, m: int, steps: int = 1000, seed: int = 0, **options) -> LearnConfig:
@@ -83,8 +77,7 @@ def one_shot_one_vec(train, m: int, seed: int = 0, index: int = 0) -> SparseSket
         raise UsageError(f"index {index} is outside the {A.shape[0]} training matrices")
     U, _, _ = torch.linalg.svd(A[index].to(torch.float64), full_matrices=False)  # (n, r)
     u = U[:, 0] * A.shape[-2] ** 0.5  # (n,), scaled to entries of RMS 1 like a CountSketch's
-    base = sparse_random(A.shape[-2], m, seed=seed)
-    return SparseSketch(base.positions, u[None].float(), torch.ones_like(base.trainable), m, {"kind": "learned", "seed": seed, "method": "1Shot1Vec (Indyk, Wagner & Woodruff, NeurIPS 2021)"})
+    return learnable_sparse(A.shape[-2], m, seed=seed).with_values(u[None].float(), method="1Shot1Vec (Indyk, Wagner & Woodruff, NeurIPS 2021)")
 
 
 def few_shot_sgd(train, k: int, m: int, shots: int = 3, steps: int = 200, lr: float = 0.05, seed: int = 0) -> SparseSketch:
@@ -98,7 +91,7 @@ def few_shot_sgd(train, k: int, m: int, shots: int = 3, steps: int = 200, lr: fl
     g = torch.Generator().manual_seed(int(seed))
     pick = torch.randperm(A.shape[0], generator=g)[: max(1, min(int(shots), A.shape[0]))]
     U = torch.stack([torch.linalg.svd(A[i].to(torch.float64), full_matrices=False)[0][:, :k] for i in pick.tolist()]).float()  # (s, n, k)
-    base = sparse_random(A.shape[-2], m, seed=seed)
+    base = learnable_sparse(A.shape[-2], m, seed=seed)
     values = base.values.clone().requires_grad_(True)
     opt = torch.optim.Adam([values], lr=lr)
     eye = torch.eye(k)
@@ -108,4 +101,4 @@ def few_shot_sgd(train, k: int, m: int, shots: int = 3, steps: int = 200, lr: fl
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return SparseSketch(base.positions, values.detach(), torch.ones_like(base.trainable), m, {"kind": "learned", "seed": seed, "k": k, "method": "FewShotSGD (Indyk, Wagner & Woodruff, NeurIPS 2021)"})
+    return base.with_values(values, k=k, method="FewShotSGD (Indyk, Wagner & Woodruff, NeurIPS 2021)")

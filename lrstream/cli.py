@@ -47,6 +47,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file with default values for these options")
 
 
+def _add_hour_selection(p: argparse.ArgumentParser) -> None:
+    hours = p.add_mutually_exclusive_group()
+    hours.add_argument("--last", type=int, help="use the last N ingested hours (the newest one validates)")
+    hours.add_argument("--hours", help="comma-separated hours YYYY-MM-DDTHH to use (the last one validates)")
+
+
+def _selected_hours(args) -> list[str] | None:
+    """The explicit hour list of --hours (None without it); checks --last."""
+    if args.last is not None and args.last < 1:
+        raise UsageError("--last must be >= 1")
+    return [h.strip() for h in args.hours.split(",") if h.strip()] if args.hours else None
+
+
 # ---------------------------------------------------------------- factorize
 
 
@@ -202,9 +215,7 @@ def _add_train(sub) -> None:
     p.add_argument("--k", type=int, required=True, help="target rank")
     p.add_argument("--m", type=int, required=True, help="sketch rows")
     p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s"], help="sketch kind")
-    hours = p.add_mutually_exclusive_group()
-    hours.add_argument("--last", type=int, help="train on the last N ingested hours (the newest one validates)")
-    hours.add_argument("--hours", help="comma-separated hours YYYY-MM-DDTHH to train on (the last one validates)")
+    _add_hour_selection(p)
     p.add_argument("--start", help="first hour of a range (inclusive)")
     p.add_argument("--end", help="last hour of a range (inclusive)")
     p.add_argument("--workers", type=int, default=2, help="gradient workers (Ray actors)")
@@ -236,9 +247,7 @@ def _run_train(args, log) -> dict:
     from .learn import LearnConfig
     from .retrain import RetrainConfig, retrain
 
-    hours = [h.strip() for h in args.hours.split(",") if h.strip()] if args.hours else None
-    if args.last is not None and args.last < 1:
-        raise UsageError("--last must be >= 1")
+    hours = _selected_hours(args)
     device = "cuda" if args.gpus_per_worker else "cpu"
     learn_cfg = LearnConfig(
         k=args.k, m=args.m, kind=args.sketch, loss=args.loss, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
@@ -268,9 +277,7 @@ def _add_plan(sub) -> None:
     p.add_argument("--target", type=float, required=True, help="the error gap to meet (sigma_1-normalised, as evaluate reports it)")
     p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s", "dense"], help="sketch kind")
     p.add_argument("--positions", action="store_true", help="sparse kinds: place the nonzeros by the greedy search before training values")
-    hours = p.add_mutually_exclusive_group()
-    hours.add_argument("--last", type=int, help="use the last N ingested hours (the newest one validates)")
-    hours.add_argument("--hours", help="comma-separated hours YYYY-MM-DDTHH (the last one validates)")
+    _add_hour_selection(p)
     p.add_argument("--m-max", type=int, default=None, help="largest m to try (default: min(n, d))")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps per probe")
     p.add_argument("--val-fraction", type=float, default=0.25, help="with one hour, the share of its last frames held out")
@@ -286,11 +293,9 @@ def _run_plan(args, log) -> dict:
     from .plan import plan_sketch_size
     from .retrain import load_segments, plan_data
 
-    if args.last is not None and args.last < 1:
-        raise UsageError("--last must be >= 1")
+    hours = _selected_hours(args)
     if not 0 < args.val_fraction < 1:
         raise UsageError("--val-fraction must lie in (0, 1): plan measures the gap on held-out frames")
-    hours = [h.strip() for h in args.hours.split(",") if h.strip()] if args.hours else None
     data = plan_data(args.root, args.stream, 1, hours=hours, last=args.last, val_fraction=args.val_fraction, gray=args.gray)
     train = load_segments(args.root, args.stream, data.train[0], args.gray)
     val = load_segments(args.root, args.stream, data.val[0], args.gray)

@@ -42,6 +42,7 @@ import torch
 
 from ._checks import as_batch, check_rank, resolve_device
 from .errors import DataError, UsageError
+from .inits import greedy_positions, top_subspace
 from .linalg import normalize_by_sigma1, sigma1_estimate
 from .losses import ROUTES, check_loss, sketch_loss
 from .sketch import DenseSketch, SparseSketch, learnable_sparse, mixed
@@ -170,8 +171,6 @@ def initial_sketch(n: int, cfg: LearnConfig, data: torch.Tensor | None = None) -
     ``data`` (N, n, d), scaled to sigma_1 = 1, is needed when
     ``cfg.data_dependent``.
     """
-    from .inits import greedy_positions, top_subspace  # the greedy search is only imported when used
-
     if cfg.data_dependent and data is None:
         raise UsageError(f"a sketch started by {cfg.start!r} needs the training data in memory")
     if cfg.kind == "dense":
