@@ -5,6 +5,7 @@ Layout under one ROOT URL (DESIGN.md):
     sketches/stream=S/v=000001/_CLAIM        created exclusively; reserves the number
     sketches/stream=S/v=000001/meta.json     written last by :func:`save_sketch`
     sketches/stream=S/v=000001/*.npy
+    sketches/stream=S/v=000001/_PROMOTE      written when the version should become LATEST
     sketches/stream=S/LATEST                 JSON {"version": 1}; written after the version
 
 Versions are positive integers, allocated by creating ``_CLAIM``
@@ -12,8 +13,10 @@ exclusively (a hard link on local disk, an ``xb`` PUT on object stores),
 so two concurrent retrains never write into the same folder. A version is
 visible once its meta.json exists; LATEST is replaced atomically and only
 ever moves to a complete version, so a reader that follows it never sees a
-half-written sketch. A crash between the two leaves a complete version
-that LATEST does not name yet; the next publish moves past it.
+half-written sketch. Concurrent publishers settle LATEST on the newest
+version any of them promoted (see :func:`_settle_latest`). A crash between
+the two leaves a complete version that LATEST does not name yet; the next
+publish moves past it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .storage import check_stream, numbered_children, publish, url_to_fs
 
 LATEST = "LATEST"
 _CLAIM = "_CLAIM"
+_PROMOTE = "_PROMOTE"  # written once a complete version asks to become LATEST
 
 
 def stream_dir(root: str, stream: str) -> str:
@@ -71,8 +75,8 @@ def publish_version(root: str, stream: str, sketch, meta: dict[str, Any] | None 
     """Store ``sketch`` as the next version of ``stream`` and point LATEST at it.
 
     ``meta`` is merged into the sketch's metadata (with the version number).
-    Returns the new version. LATEST never moves backwards: if a concurrent
-    publisher already made a newer version current, it stays current.
+    Returns the new version. Once concurrent publishers return, LATEST names
+    the newest version published with ``move_latest``.
     """
     fs, _ = url_to_fs(root)
     sdir = stream_dir(root, stream)
@@ -87,10 +91,29 @@ def publish_version(root: str, stream: str, sketch, meta: dict[str, Any] | None 
     merged = {**sketch.meta, **(meta or {}), "stream": stream, "version": version}
     save_sketch(replace(sketch, meta=merged), version_url(root, stream, version))
     if move_latest:
-        current = latest_version(root, stream)
-        if current is None or current < version:
-            publish(fs, f"{sdir}/{LATEST}", json.dumps({"version": version}).encode(), exclusive=False)
+        publish(fs, f"{vdir}/{_PROMOTE}", b"{}", exclusive=False)
+        _settle_latest(root, stream, fs, sdir)
     return version
+
+
+def _settle_latest(root: str, stream: str, fs, sdir: str) -> None:
+    """Point LATEST at the newest version asked to become current, until a re-read agrees.
+
+    A plain check-then-write lets a slower publisher of an older version
+    overwrite a newer LATEST (no compare-and-swap on object stores). Every
+    publisher instead marks its version (_PROMOTE, written after the
+    sketch is complete) and then loops: write the newest marked version,
+    re-read, stop when LATEST names it. The last publisher to stop has read
+    LATEST equal to the newest marked version after every other write, so
+    once publishers finish LATEST names the newest; meanwhile a reader may
+    briefly see an older complete version, never a half-written one.
+    """
+    while True:
+        newest = max((v for v in _claimed_versions(fs, sdir) if fs.exists(f"{sdir}/v={v:06d}/{_PROMOTE}")), default=None)
+        current = latest_version(root, stream)
+        if newest is None or (current is not None and current >= newest):
+            return
+        publish(fs, f"{sdir}/{LATEST}", json.dumps({"version": newest}).encode(), exclusive=False)
 
 
 def load_version(root: str, stream: str, version: int | None = None):
