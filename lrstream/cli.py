@@ -234,6 +234,7 @@ def _add_train(sub) -> None:
     p.add_argument("--gray", action="store_true", help="frames as (H, W) luminance instead of (C*H, W)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 GPU per worker when the cluster has GPUs, else none")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when the cluster (or, with --no-ray, this machine) has a GPU")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -248,7 +249,15 @@ def _run_train(args, log) -> dict:
     from .retrain import RetrainConfig, retrain
 
     hours = _selected_hours(args)
-    device = "cuda" if args.gpus_per_worker else "cpu"
+    gpus_per_worker = args.gpus_per_worker
+    if args.device == "auto":
+        import torch
+
+        device = "cuda" if args.gpus_per_worker or (args.no_ray and torch.cuda.is_available()) else "cpu"
+    else:
+        device = args.device
+        if device == "cpu" and gpus_per_worker is None:
+            gpus_per_worker = 0.0  # keeps retrain from moving the workers onto the cluster's GPUs
     learn_cfg = LearnConfig(
         k=args.k, m=args.m, kind=args.sketch, loss=args.loss, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
         lr=args.lr, val_fraction=args.val_fraction, eval_every=args.eval_every, patience=args.patience, seed=args.seed,
@@ -256,7 +265,7 @@ def _run_train(args, log) -> dict:
     )  # fmt: skip
     cfg = RetrainConfig(
         learn=learn_cfg, workers=args.workers, mode=args.mode, staleness=args.staleness, checkpoint_every=args.checkpoint_every,
-        gray=args.gray, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        gray=args.gray, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus_per_worker,
     )  # fmt: skip
     result = retrain(args.root, args.stream, cfg, hours=hours, last=args.last, start=args.start, end=args.end, address=args.address, use_ray=not args.no_ray, log=log)
     out = result.summary()

@@ -102,7 +102,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         if not r["ok"]:
             raise UsageError(f"ingest of hour {r['hour']} failed: {r['error']}")
         log(f"      hour {r['hour']}: {r['rows']} frames, {r['status']}")
-    log(f"[2/4] retrain: {cfg.kind} sketch k={cfg.k} m={cfg.m}, {cfg.workers} Ray workers, train on {', '.join(hours[:-2])}, validate on {hours[-2]}")
+    log(f"[2/4] retrain: {cfg.kind} sketch k={cfg.k} m={cfg.m}, {cfg.workers} {'Ray workers' if cfg.use_ray else 'in-process workers'}, train on {', '.join(hours[:-2])}, validate on {hours[-2]}")
     learn_cfg = LearnConfig(k=cfg.k, m=cfg.m, kind=cfg.kind, steps=cfg.steps, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
     trained = retrain(cfg.root, cfg.stream, RetrainConfig(learn=learn_cfg, workers=cfg.workers), end=hours[-2], address=cfg.address, use_ray=cfg.use_ray, log=lambda msg: log(f"      {msg}"))
     summary = trained.summary()

@@ -51,7 +51,7 @@ def _check_sketch_fits(sketch: Sketch, A: torch.Tensor, k: int) -> int:
     return check_rank(k, m=sketch.m, n=A.shape[-2], d=A.shape[-1])
 
 
-def scw(sketch: Sketch, A, k: int, product: bool = False, method: str = "svd"):
+def scw(sketch: Sketch, A, k: int, product: bool = False, method: str = "svd", check_finite: bool = True):
     """Rank-k approximation of A inside the row space of SA, as factors.
 
     Args:
@@ -64,6 +64,9 @@ def scw(sketch: Sketch, A, k: int, product: bool = False, method: str = "svd"):
             the m x m Gram matrix, :func:`lrstream.linalg.gram_basis`; the fast
             path on GPUs, agreeing with "svd" to about sqrt(eps) relative in
             the error).
+        check_finite: scan A for NaN/Inf first (DataError). Turn it off only
+            for data already validated (ingest quarantines non-finite frames):
+            the scan reads A once more and waits for the device.
 
     Returns:
         (L, R) with L (…, n, k) and R (…, k, d), leading batch dimension kept
@@ -73,7 +76,7 @@ def scw(sketch: Sketch, A, k: int, product: bool = False, method: str = "svd"):
     if method not in METHODS:
         raise UsageError(f"unknown SCW method {method!r}; choose one of {', '.join(METHODS)}")
     batched = getattr(A, "ndim", 0) == 3
-    A = as_batch(A)
+    A = as_batch(A, check_finite=check_finite)
     k = _check_sketch_fits(sketch, A, k)
     with torch.no_grad():
         Q, AQ, _, W = _scw_eig(sketch, A, method)

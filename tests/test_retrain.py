@@ -329,6 +329,13 @@ def test_train_cli_bad_input_exit_codes(tmp_path, store, capsys):
     assert len(errors) == 4 and not any("Traceback" in e for e in errors)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_train_cli_cuda_without_gpu_is_a_usage_error(store, capsys):
+    assert main(["train", "--root", store, "--stream", "cam", "--k", "3", "--m", "6", "--no-ray", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "Traceback" not in err
+
+
 def test_retrain_job_entrypoint(tmp_path):
     root = str(tmp_path)
     _ingest(root)

@@ -140,6 +140,19 @@ def test_bad_inputs_raise_clear_errors(rng):
         L.sparse_random(0, 5)
 
 
+def test_check_finite_off_skips_only_the_scan(rng):
+    S = L.sparse_random(20, 5, seed=1)
+    A = torch.from_numpy(rng.standard_normal((3, 20, 10)))
+    for method in ("svd", "gram"):
+        ref = L.scw(S, A, 2, product=True, method=method)
+        torch.testing.assert_close(L.scw(S, A, 2, product=True, method=method, check_finite=False), ref, rtol=0, atol=0)
+    A[1, 3, 3] = float("inf")
+    with pytest.raises(DataError, match="NaN or Inf"):
+        L.scw(S, A, 2, method="gram")
+    with pytest.raises(torch.linalg.LinAlgError):  # unscanned, the Inf reaches the eigensolver
+        L.scw(S, A, 2, method="gram", check_finite=False)
+
+
 @requires_cuda
 def test_cuda_matches_cpu(rng):
     A = torch.from_numpy(rng.standard_normal((4, 64, 48))).float()
