@@ -65,6 +65,7 @@ def methods(k: int, m: int, steps: int, ivy_steps: int, device: str = "cpu") -> 
         "mixed-j": ("ours", ours("mixed-j")),
         "mixed-s": ("ours", ours("mixed-s")),
         "dense": ("ours", ours("dense")),
+        "dense+refit": ("ours", ours("dense", val_split="last", refit=True)),
         "IVY19": ("published", lambda A: ivy19(A, k, m, steps=ivy_steps, device=device)),
         "Li+23 greedy": ("published", lambda A: li23(A, k, m, steps=ivy_steps, route="exact", device=device)),
         "tensor (Liu+23)": ("published", lambda A: tensor_sketch(A, m)),

@@ -49,6 +49,7 @@ from .sketch import DenseSketch, SparseSketch, learnable_sparse, mixed
 
 KINDS = ("learned", "mixed-j", "mixed-s", "dense")
 INITS = ("random", "tensor")
+VAL_SPLITS = ("random", "last")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 _DEFAULT_LR = {"adam": 0.05, "sgd": 1.0}
@@ -92,6 +93,8 @@ class LearnConfig:
     init: str | None = None
     positions: bool = False
     greedy_samples: int = 2
+    val_split: str = "random"
+    refit: bool = False
 
     def validate(self) -> "LearnConfig":
         check_rank(self.k)
@@ -105,6 +108,7 @@ class LearnConfig:
             ("lr_schedule", self.lr_schedule, SCHEDULES),
             ("route", self.route, ROUTES),
             ("dtype", self.dtype, DTYPES),
+            ("val_split", self.val_split, VAL_SPLITS),
         ):
             if value not in allowed:
                 raise UsageError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
@@ -256,6 +260,8 @@ def _split(train: torch.Tensor, cfg: LearnConfig) -> tuple[torch.Tensor, torch.T
     n_val = int(round(N * cfg.val_fraction))
     if N < 2 or n_val == 0:
         return train, None
+    if cfg.val_split == "last":  # time-ordered data: validate on the future, as deployment will
+        return train[:-n_val], train[-n_val:]
     g = torch.Generator().manual_seed(cfg.seed + 7)
     perm = torch.randperm(N, generator=g)
     return train[perm[n_val:]], train[perm[:n_val]]
@@ -460,7 +466,14 @@ def learn(
         seed: fixes the initial CountSketch, the random half and the data order.
         device: "cpu" or "cuda".
         val: optional held-out matrices for early stopping; by default a
-            seeded ``val_fraction`` of an in-memory ``train`` is held out.
+            ``val_fraction`` of an in-memory ``train`` is held out: a seeded
+            random subset, or with ``val_split="last"`` its last matrices
+            (time-ordered data such as video: the sketch is then chosen by
+            how it does on later frames, as in deployment).
+            With ``refit=True`` validation only chooses the step count t*;
+            the sketch is then trained again on all matrices for t* steps,
+            from a start recomputed on all of them (twice the training
+            time; positions=True runs the greedy search again).
         config: a full :class:`LearnConfig`. Arguments given explicitly (not
             None) and keyword ``options`` (any other LearnConfig field)
             override it; without a config, k and m are required and the rest
@@ -517,6 +530,26 @@ def learn(
             raise UsageError(f"a sketch started by {cfg.start!r} reads the data twice: pass an array or a re-iterable source, not a one-shot iterator")
         else:
             init_data = _first_matrices(batches_factory(), 64)
+    if cfg.refit and not isinstance(train, (np.ndarray, torch.Tensor)):
+        raise UsageError("refit=True trains again on all the data: pass the training matrices as an array")
+    if cfg.refit and held is None:
+        raise UsageError("refit=True needs validation data to choose the number of steps (val_fraction > 0 or val=...)")
     fit = fit_config(cfg)
     fitted, info = _fit(initial_sketch(n, fit, init_data), batches_factory(), held, fit, weight)
+    if cfg.refit:
+        fitted, info = _refit(torch.cat([tr, held]), fit, info, weight)
     return finish_sketch(fitted, cfg, n, d, info)
+
+
+def _refit(data: torch.Tensor, fit: "LearnConfig", selection: dict[str, Any], weight) -> tuple[SparseSketch, dict[str, Any]]:
+    """Train again on every matrix (training and validation) for the step count that validation chose.
+
+    The validation set only picks t* = the best step; the final sketch then
+    sees all the data, the most recent matrices included, from a start
+    recomputed on all of it. t* = 0 returns that start.
+    """
+    steps = int(selection["best_step"])
+    fit = replace(fit, steps=steps)
+    start = initial_sketch(data.shape[-2], fit, data if fit.data_dependent else None)
+    fitted, info = _fit(start, _batches_from_tensor(data, fit), None, fit, weight)
+    return fitted, {**info, "refit": {"steps": steps, "matrices": int(data.shape[0])}, "selection": selection}

@@ -85,6 +85,8 @@ class RetrainConfig:
             # Workers and the server must share one starting sketch; a start computed
             # from data would have to be computed once and shipped (not built yet).
             raise UsageError(f"retrain starts sketches from random; a {self.learn.start!r} start (kind={self.learn.kind}) is available through lrstream.learn")
+        if self.learn.refit:
+            raise UsageError("retrain validates on the newest hour and keeps the best step; refit=True is available through lrstream.learn")
         if self.learn.loss == "wfro":
             raise UsageError("retrain supports the fro and v losses (wfro needs a weight matrix; use lrstream.learn)")
         if self.workers < 1:

@@ -83,7 +83,7 @@ def test_dense_learning_starts_from_the_tensor_sketch_and_is_never_worse_on_vali
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"kind": "learned", "init": "tensor"}, {"kind": "dense", "positions": True}, {"init": "kmeans"}, {"greedy_samples": 0}],
+    [{"kind": "learned", "init": "tensor"}, {"kind": "dense", "positions": True}, {"init": "kmeans"}, {"greedy_samples": 0}, {"val_split": "middle"}, {"refit": True, "val_fraction": 0}],
 )
 def test_bad_start_options(video, kwargs):
     with pytest.raises(UsageError):
@@ -96,6 +96,29 @@ def test_data_dependent_starts_need_rereadable_data(video):
     with pytest.raises(UsageError, match="retrain"):
         RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense")).validate()
     RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense", init="random")).validate()
+
+
+@pytest.mark.parametrize("kind", ["dense", "learned"])
+def test_refit_trains_on_all_matrices_for_the_validated_step_count(video, kind):
+    train = torch.from_numpy(video[0]).float()  # (36, 144, 64), time-ordered frames
+    opts = {"kind": kind, "steps": 60, "eval_every": 10, "val_fraction": 0.25, "val_split": "last", "progress": False}
+    chosen = L.learn(train, K, M, **opts)
+    S = L.learn(train, K, M, refit=True, **opts)
+    info = S.meta["training"]
+    # Validation on the last 9 frames picked t*; the refit then saw all 36, from a start computed on all 36.
+    assert info["selection"]["best_step"] == chosen.meta["training"]["best_step"] == info["refit"]["steps"]
+    assert info["refit"]["matrices"] == 36
+    direct = L.learn(train, K, M, **{**opts, "steps": info["refit"]["steps"], "val_fraction": 0})
+    torch.testing.assert_close(S.to_dense(), direct.to_dense(), rtol=0, atol=0)
+    if kind == "dense":
+        assert not torch.equal(S.to_dense(), chosen.to_dense())  # the nine newest frames changed the sketch
+
+
+def test_refit_needs_in_memory_data_and_is_not_on_ray(video):
+    with pytest.raises(UsageError, match="array"):
+        L.learn([video[0][:16], video[0][16:]], K, M, steps=2, refit=True, val=video[0][:4])
+    with pytest.raises(UsageError, match="refit"):
+        RetrainConfig(learn=LearnConfig(k=K, m=M, kind="learned", refit=True)).validate()
 
 
 def test_published_baselines_run_and_beat_random(video, random_gap):
