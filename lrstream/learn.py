@@ -546,7 +546,8 @@ def _refit(data: torch.Tensor, fit: "LearnConfig", selection: dict[str, Any], we
 
     The validation set only picks t* = the best step; the final sketch then
     sees all the data, the most recent matrices included, from a start
-    recomputed on all of it. t* = 0 returns that start.
+    recomputed on all of it. t* = 0 returns that start. The learning-rate
+    schedule spans the t* steps, as it would in a run of that length.
     """
     steps = int(selection["best_step"])
     fit = replace(fit, steps=steps)
