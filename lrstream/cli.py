@@ -214,7 +214,7 @@ def _add_train(sub) -> None:
     p.add_argument("--stream", required=True)
     p.add_argument("--k", type=int, required=True, help="target rank")
     p.add_argument("--m", type=int, required=True, help="sketch rows")
-    p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s"], help="sketch kind")
+    p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s", "dense"], help="sketch kind (dense: all m x n entries, started from the training data's top-m subspace)")
     _add_hour_selection(p)
     p.add_argument("--start", help="first hour of a range (inclusive)")
     p.add_argument("--end", help="last hour of a range (inclusive)")

@@ -37,6 +37,25 @@ import torch
 from .errors import UsageError
 
 
+def gram_sum(A: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """sum_i A_i A_i^T in float64: (n, n). Additive over any split of the matrices, so workers can each sum their share."""
+    n = A.shape[-2]
+    gram = torch.zeros(n, n, dtype=torch.float64, device=A.device)  # (n, n)
+    for i in range(0, A.shape[0], batch_size):
+        X = A[i : i + batch_size].to(torch.float64)  # (b, n, d)
+        gram += (X @ X.mT).sum(0)
+    return gram
+
+
+def top_eigenvectors(gram: torch.Tensor, m: int) -> torch.Tensor:
+    """S (m, n): the top-m eigenvectors of a symmetric (n, n) matrix, in descending order of eigenvalue."""
+    n = gram.shape[-1]
+    if not 1 <= m <= n:
+        raise UsageError(f"m={m} must lie in [1, n={n}]")
+    _, U = torch.linalg.eigh(gram.cpu())  # ascending eigenvalues
+    return U[:, -m:].flip(-1).mT.contiguous()  # (m, n)
+
+
 def top_subspace(A: torch.Tensor, m: int, batch_size: int = 8) -> torch.Tensor:
     """S (m, n): the top-m eigenvectors of sum_i A_i A_i^T, in descending order.
 
@@ -44,15 +63,9 @@ def top_subspace(A: torch.Tensor, m: int, batch_size: int = 8) -> torch.Tensor:
         A: (N, n, d) matrices, already scaled as the caller wants them weighted.
         m: rows, 1 <= m <= n.
     """
-    n = A.shape[-2]
-    if not 1 <= m <= n:
-        raise UsageError(f"m={m} must lie in [1, n={n}]")
-    gram = torch.zeros(n, n, dtype=torch.float64)  # (n, n)
-    for i in range(0, A.shape[0], batch_size):
-        X = A[i : i + batch_size].to(torch.float64)  # (b, n, d)
-        gram += (X @ X.mT).sum(0)
-    _, U = torch.linalg.eigh(gram)  # ascending eigenvalues
-    return U[:, -m:].flip(-1).mT.contiguous()  # (m, n)
+    if not 1 <= m <= A.shape[-2]:
+        raise UsageError(f"m={m} must lie in [1, n={A.shape[-2]}]")
+    return top_eigenvectors(gram_sum(A, batch_size), m)
 
 
 def _candidate_losses(X: torch.Tensor, y: torch.Tensor, M: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:

@@ -42,7 +42,7 @@ import torch
 
 from ._checks import as_batch, check_rank, resolve_device
 from .errors import DataError, UsageError
-from .inits import greedy_positions, top_subspace
+from .inits import gram_sum, greedy_positions, top_eigenvectors
 from .linalg import normalize_by_sigma1, sigma1_estimate
 from .losses import ROUTES, check_loss, sketch_loss
 from .sketch import DenseSketch, SparseSketch, learnable_sparse, mixed
@@ -166,6 +166,21 @@ def _dense_as_blocks(S: torch.Tensor, cfg: LearnConfig) -> SparseSketch:
     return SparseSketch(pos, S.to(cfg.torch_dtype), torch.ones(m, n, dtype=torch.bool), m, {"kind": "dense", "seed": cfg.seed, "init": cfg.start})
 
 
+def tensor_start(gram: torch.Tensor, cfg: LearnConfig) -> SparseSketch:
+    """The dense tensor start from sum_i A_i A_i^T (n, n), however that sum was assembled (one process or many workers)."""
+    return _dense_as_blocks(top_eigenvectors(gram, cfg.m), cfg)
+
+
+def structure_config(cfg: LearnConfig) -> LearnConfig:
+    """A config whose start has the same positions and trainable mask as ``cfg``'s but needs no data.
+
+    For processes that hold the sketch's structure while its values arrive as
+    parameters (retrain's workers and server, before the driver seeds a
+    data-dependent start).
+    """
+    return replace(cfg, init="random") if cfg.kind == "dense" and cfg.start == "tensor" else cfg
+
+
 def initial_sketch(n: int, cfg: LearnConfig, data: torch.Tensor | None = None) -> SparseSketch:
     """The starting point of training.
 
@@ -179,7 +194,7 @@ def initial_sketch(n: int, cfg: LearnConfig, data: torch.Tensor | None = None) -
         raise UsageError(f"a sketch started by {cfg.start!r} needs the training data in memory")
     if cfg.kind == "dense":
         if cfg.start == "tensor":
-            return _dense_as_blocks(top_subspace(data, cfg.m), cfg)
+            return tensor_start(gram_sum(data), cfg)
         g = torch.Generator().manual_seed(int(cfg.seed))
         return _dense_as_blocks(torch.randn(cfg.m, n, generator=g, dtype=torch.float64), cfg)
     base = learnable_sparse(n, cfg.m_learned, seed=cfg.seed, dtype=cfg.torch_dtype)

@@ -42,11 +42,12 @@ import torch
 from ._checks import check_rank, resolve_device
 from .checkpoint import load_latest_checkpoint, save_checkpoint
 from .errors import EXIT_INTERNAL, DataError, LrstreamError, NothingToDoError, UsageError
-from .learn import LearnConfig, Progress, Stepper, _normalize_batch, batch_gradient, finish_sketch, fit_config, initial_sketch
+from .inits import gram_sum
+from .learn import LearnConfig, Progress, Stepper, _normalize_batch, batch_gradient, finish_sketch, fit_config, initial_sketch, structure_config, tensor_start
 from .losses import sketch_loss
 from .reader import hour_info, read_rows, select_hours
 from .scw import prepare, sketch_errors
-from .sketch import SparseSketch, sparse_random
+from .sketch import DenseSketch, SparseSketch, sparse_random
 from .sketch_store import publish_version, version_url
 from .storage import check_stream, url_to_fs
 
@@ -81,10 +82,9 @@ class RetrainConfig:
         replace(self.learn, device="cpu").validate()
         if self.learn.device not in ("cpu", "cuda"):
             raise UsageError(f"device must be cpu or cuda, got {self.learn.device!r}")
-        if self.learn.data_dependent:
-            # Workers and the server must share one starting sketch; a start computed
-            # from data would have to be computed once and shipped (not built yet).
-            raise UsageError(f"retrain starts sketches from random; a {self.learn.start!r} start (kind={self.learn.kind}) is available through lrstream.learn")
+        if self.learn.positions:
+            # The greedy search is sequential over rows of A; a dense tensor start is a sum over matrices, so workers share it out.
+            raise UsageError("retrain starts sparse sketches from a CountSketch; greedy positions (positions=True) are available through lrstream.learn")
         if self.learn.refit:
             raise UsageError("retrain validates on the newest hour and keeps the best step; refit=True is available through lrstream.learn")
         if self.learn.loss == "wfro":
@@ -305,7 +305,12 @@ def raise_failure(result: dict[str, Any]) -> None:
     raise exc
 
 
-def _sketch_arrays(sketch: SparseSketch) -> dict[str, Any]:
+def _sketch_arrays(sketch: SparseSketch | DenseSketch) -> dict[str, Any]:
+    """A sketch as plain arrays for a worker; a dense S travels as m one-row blocks (block b fills row b), the form workers compute with."""
+    if isinstance(sketch, DenseSketch):
+        m, n = sketch.matrix.shape
+        positions = torch.arange(m).unsqueeze(1).expand(m, n)  # (m, n)
+        return {"positions": positions.numpy().copy(), "values": sketch.matrix.numpy(), "trainable": np.ones((m, n), dtype=bool), "m": m}
     return {"positions": sketch.positions.numpy(), "values": sketch.values.numpy(), "trainable": sketch.trainable.numpy(), "m": sketch.m}
 
 
@@ -324,7 +329,7 @@ class GradientWorker:
             self.train = _normalize_batch(load_segments(root, stream, train, gray).to(cfg.torch_dtype)).to(self.device)  # (N_w, n, d)
             val_raw = load_segments(root, stream, val, gray).to(cfg.torch_dtype)
             self.val = _normalize_batch(val_raw).to(self.device) if val_raw.numel() else None  # (V_w, n, d)
-            self.sketch = initial_sketch(self.train.shape[-2], cfg)
+            self.sketch = initial_sketch(self.train.shape[-2], structure_config(cfg))  # values arrive as parameters
             self.schedule = Schedule(self.train.shape[0], batch, rank_seed(cfg.seed, rank))
         except Exception as exc:  # reported by ready(), so the driver sees it as data
             self.error = _failure(exc)
@@ -334,6 +339,15 @@ class GradientWorker:
         if self.error is not None:
             return self.error
         return {"ok": True, "rank": self.rank, "frames": int(self.train.shape[0]), "val_frames": 0 if self.val is None else int(self.val.shape[0]), "device": str(self.device), "load_seconds": self.load_seconds, "pid": os.getpid()}
+
+    def gram(self) -> dict[str, Any]:
+        """sum_i A_i A_i^T (n, n) over this worker's training rows, float64: its share of a tensor start."""
+        if self.error is not None:
+            return self.error
+        try:
+            return {"ok": True, "gram": gram_sum(self.train).cpu().numpy()}
+        except Exception as exc:
+            return _failure(exc)
 
     def gradient(self, step: int, params: np.ndarray) -> dict[str, Any]:
         """Loss and gradient sums of this worker's batch for ``step`` at ``params``."""
@@ -397,7 +411,7 @@ class ParameterServer:
 
     def __init__(self, cfg: LearnConfig, n: int, checkpoint_url: str | None = None, checkpoint_every: int = 25, staleness: int = 2):
         self.cfg, self.checkpoint_url, self.checkpoint_every, self.staleness = cfg, checkpoint_url, checkpoint_every, staleness
-        sketch = initial_sketch(n, cfg)
+        sketch = initial_sketch(n, structure_config(cfg))  # a data-dependent start comes later, through seed_start
         self.stepper = Stepper(sketch.values[sketch.trainable], cfg)
         self.progress = Progress(cfg, self.stepper.params)
         self.busy_seconds = 0.0
@@ -471,6 +485,22 @@ class ParameterServer:
         if self.checkpoint_url is not None:
             self.checkpoint()  # early-stopping state must survive a restart too
         return {"ok": True, "stop": stop}
+
+    def seed_start(self, values: np.ndarray) -> dict[str, Any]:
+        """Start from parameters the driver computed from the data (a tensor start).
+
+        Only a fresh server takes them: once it has stepped or resumed from a
+        checkpoint, the start is already in its state. They are checkpointed
+        at once, so a restart resumes from them, not from the placeholder.
+        """
+        if self.version > 0 or self.restored_from is not None:
+            return {"ok": True, "seeded": False}
+        # A writable copy: arrays from Ray's object store are read-only, which torch.from_numpy warns about.
+        self.stepper = Stepper(torch.from_numpy(np.array(values)).to(self.stepper.params.dtype), self.cfg)
+        self.progress = Progress(self.cfg, self.stepper.params)
+        if self.checkpoint_url is not None:
+            self.checkpoint()
+        return {"ok": True, "seeded": True}
 
     def result(self, seconds: float, validated: bool) -> dict[str, Any]:
         params, info = self.progress.final(self.stepper.params, self.version, seconds, validated)
@@ -600,6 +630,23 @@ class RetrainLoop:
         if status["restored_from"] is not None:
             self.log(f"parameter server resumed from the checkpoint at step {status['restored_from']}")
         return infos
+
+    def seed_start(self, fit: LearnConfig) -> None:
+        """A data-dependent (tensor) start: the workers' Gram sums added up, its top-m eigenvectors sent to the server.
+
+        Validated at step 0, as :func:`lrstream.learn` does, so training never
+        returns a sketch worse on validation than its start.
+        """
+        if fit.start != "tensor":
+            return
+        shares = [self.exe.get(self.exe.call(w, "gram")) for w in self.workers]
+        for share in shares:
+            raise_failure(share)
+        start = tensor_start(torch.from_numpy(np.sum([share["gram"] for share in shares], axis=0)), fit)  # (n, n) summed
+        out = self.exe.get(self.exe.call(self.ps, "seed_start", start.values[start.trainable].numpy()))
+        raise_failure(out)
+        if out["seeded"]:
+            self.validate()
 
     def _replace_worker(self, rank: int) -> None:
         self.stats.worker_restarts += 1
@@ -850,10 +897,13 @@ def retrain(
     loop, run_id = build_loop(root, stream, cfg, plan, use_ray=use_ray, log=log)
     try:
         loop.wait_ready()
+        loop.seed_start(fit_config(cfg.learn))
         loop.run(progress=bool(cfg.learn.progress))
         out = loop.result(validated=plan.val_frames > 0)
         fit = fit_config(cfg.learn)
-        base = initial_sketch(plan.n, fit)
+        base = initial_sketch(plan.n, structure_config(fit))
+        if fit.kind == "dense":
+            base = replace(base, meta={**base.meta, "init": fit.start})
         fitted = base.with_values(base.values.masked_scatter(base.trainable, torch.from_numpy(np.array(out["params"]))))
         info = {**out["info"], "workers": cfg.workers, "mode": cfg.mode, "run_id": run_id}
         sketch = finish_sketch(fitted, cfg.learn, plan.n, plan.d, info)

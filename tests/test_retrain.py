@@ -28,7 +28,7 @@ from lrstream.retrain import (
 )
 from lrstream.scw import error_gap
 from lrstream.shards import write_hour
-from lrstream.sketch import sparse_random
+from lrstream.sketch import DenseSketch, sparse_random
 from lrstream.sketch_store import latest_version, list_versions, load_version, publish_version
 from lrstream.sources import iter_frames
 
@@ -76,6 +76,34 @@ def test_workers_reproduce_single_process_learn(store, workers):
     assert float((res.sketch.values - ref.values).abs().max()) < 1e-9  # float64: only summation order differs
     curve, ref_curve = np.array(res.sketch.meta["training"]["val_curve"]), np.array(ref.meta["training"]["val_curve"])
     np.testing.assert_allclose(curve, ref_curve, rtol=1e-9)
+
+
+def test_dense_tensor_start_reproduces_learn(store):
+    # The start is summed from the workers' Gram shares on the driver and seeded into the server.
+    cfg = replace(_cfg(1), learn=replace(_cfg(1).learn, kind="dense", steps=20))
+    res = retrain(store, "cam", cfg, use_ray=False, publish=False)
+    ref = _reference(store, res, cfg)
+    assert isinstance(res.sketch, DenseSketch) and res.sketch.meta["init"] == "tensor"
+    assert float((res.sketch.matrix - ref.matrix).abs().max()) < 1e-6  # the final dense S is rescaled to float32
+    curve, ref_curve = np.array(res.sketch.meta["training"]["val_curve"]), np.array(ref.meta["training"]["val_curve"])
+    assert curve[0][0] == 0  # validated at step 0, as learn does for data-dependent starts
+    np.testing.assert_allclose(curve, ref_curve, rtol=1e-9)
+
+
+def test_dense_start_is_shared_by_every_worker_and_survives_a_server_restart(store, tmp_path):
+    cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, kind="dense", steps=10))
+    two = retrain(store, "cam", cfg, use_ray=False, publish=False)
+    one = retrain(store, "cam", replace(cfg, workers=1), use_ray=False, publish=False)
+    # Same Gram sum (two shares vs one) and the same global batches: the same sketch up to summation order.
+    assert float((two.sketch.matrix - one.sketch.matrix).abs().max()) < 1e-5
+    # A server built again after seeding resumes from the seeded start, not from its random placeholder.
+    fit = cfg.learn
+    ps = ParameterServer(fit, two.plan.n, str(tmp_path / "ckpt"), 5)
+    start = np.arange(ps.params().size, dtype=np.float64)
+    assert ps.seed_start(start)["seeded"]
+    again = ParameterServer(fit, two.plan.n, str(tmp_path / "ckpt"), 5)
+    assert again.restored_from == 0 and np.array_equal(again.params(), start)
+    assert not again.seed_start(start + 1)["seeded"]
 
 
 def test_one_worker_float32_is_bitwise_learn(store):
@@ -327,6 +355,16 @@ def test_train_cli_bad_input_exit_codes(tmp_path, store, capsys):
     assert main(["train", "--root", store, "--stream", "cam", "--k", "9", "--m", "6", "--no-ray"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lrstream: error")]
     assert len(errors) == 4 and not any("Traceback" in e for e in errors)
+
+
+def test_train_cli_dense_on_ray(ray_local, tmp_path, capsys):
+    root = str(tmp_path)
+    _ingest(root)
+    code = main(["train", "--root", root, "--stream", "cam", "--k", "3", "--m", "6", "--sketch", "dense", "--steps", "20", "--workers", "2", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    doc = json.loads(out.out.strip().splitlines()[-1])
+    assert doc["kind"] == "dense" and doc["val_gap"] < doc["val_gap_sparse_random"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
