@@ -160,10 +160,9 @@ class LearnConfig:
 
 def _dense_as_blocks(S: torch.Tensor, cfg: LearnConfig) -> SparseSketch:
     """A dense (m, n) S as a sparse sketch with m blocks (block b holds row b), so one training loop serves both."""
-    m, n = S.shape
+    n = S.shape[1]
     S = S * (n**0.5 / S.norm(dim=1, keepdim=True).clamp_min(1e-30))  # rows scaled to entries of RMS 1; the row space is unchanged
-    pos = torch.arange(m).unsqueeze(1).expand(m, n).contiguous()  # (m, n)
-    return SparseSketch(pos, S.to(cfg.torch_dtype), torch.ones(m, n, dtype=torch.bool), m, {"kind": "dense", "seed": cfg.seed, "init": cfg.start})
+    return DenseSketch(S.to(cfg.torch_dtype), {"kind": "dense", "seed": cfg.seed, "init": cfg.start}).as_blocks()
 
 
 def tensor_start(gram: torch.Tensor, cfg: LearnConfig) -> SparseSketch:

@@ -306,11 +306,9 @@ def raise_failure(result: dict[str, Any]) -> None:
 
 
 def _sketch_arrays(sketch: SparseSketch | DenseSketch) -> dict[str, Any]:
-    """A sketch as plain arrays for a worker; a dense S travels as m one-row blocks (block b fills row b), the form workers compute with."""
+    """A sketch as plain arrays for a worker; a dense S travels as its one-row blocks, the form workers compute with."""
     if isinstance(sketch, DenseSketch):
-        m, n = sketch.matrix.shape
-        positions = torch.arange(m).unsqueeze(1).expand(m, n)  # (m, n)
-        return {"positions": positions.numpy().copy(), "values": sketch.matrix.numpy(), "trainable": np.ones((m, n), dtype=bool), "m": m}
+        sketch = sketch.as_blocks()
     return {"positions": sketch.positions.numpy(), "values": sketch.values.numpy(), "trainable": sketch.trainable.numpy(), "m": sketch.m}
 
 
@@ -896,11 +894,11 @@ def retrain(
     log(f"training on {plan.train_frames} frames of {len(plan.train_hours)} hour(s), validating on {plan.val_frames} ({plan.validation}); {cfg.workers} workers, {cfg.mode}")
     loop, run_id = build_loop(root, stream, cfg, plan, use_ray=use_ray, log=log)
     try:
+        fit = fit_config(cfg.learn)
         loop.wait_ready()
-        loop.seed_start(fit_config(cfg.learn))
+        loop.seed_start(fit)
         loop.run(progress=bool(cfg.learn.progress))
         out = loop.result(validated=plan.val_frames > 0)
-        fit = fit_config(cfg.learn)
         base = initial_sketch(plan.n, structure_config(fit))
         if fit.kind == "dense":
             base = replace(base, meta={**base.meta, "init": fit.start})

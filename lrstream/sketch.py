@@ -163,6 +163,12 @@ class DenseSketch:
     def to_dense(self) -> torch.Tensor:
         return self.matrix
 
+    def as_blocks(self) -> SparseSketch:
+        """The same S as m one-row blocks (block b fills row b), all trainable: the form training computes with."""
+        m, n = self.matrix.shape
+        positions = torch.arange(m).unsqueeze(1).expand(m, n).contiguous()  # (m, n)
+        return SparseSketch(positions, self.matrix, torch.ones(m, n, dtype=torch.bool), m, dict(self.meta))
+
     def with_values(self, values: torch.Tensor, **meta: Any) -> "DenseSketch":
         return replace(self, matrix=values.detach().cpu().clone(), meta={**self.meta, **meta})
 
