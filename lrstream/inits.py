@@ -11,6 +11,21 @@ the training matrices A_i (n, d), each already scaled to sigma_1 = 1:
   contains A's top right singular space; over a distribution it is the
   best m-dim subspace on average in the Frobenius sense, but not the
   minimiser of the SCW error, which learning then refines.
+* :func:`select_spectral` (lrstream's own): S = U_m^T with U_m the top-m
+  eigenvectors of the weighted spectral Gram
+
+      G(p, h) = sum_i w_i (A_i A_i^T)^{p/2} = sum_i w_i U_i diag(sigma_i^p) U_i^T,
+      w_i = 2^{-(N-1-i) / (h N)}   (i = 0 oldest, ..., N-1 newest),
+
+  with the power p and the half-life h (a fraction of the window; None =
+  no decay) chosen from small grids by forward validation. p = 2, h = None
+  is the tensor sketch. Why it can win: a sketch serves the *next* matrices
+  of a stream, which resemble the recent past more than the average past
+  (h < inf); and the SCW error only asks rowspace(SA) to hold each matrix's
+  top-k right singular space, so sigma^2 weighting can let the few
+  directions every matrix shares crowd out the secondary ones each matrix
+  needs (p < 2 flattens that). Neither helps on every dataset, hence the
+  validation.
 * :func:`greedy_positions` (Li, Lin, Liu, Vakilian & Woodruff, ICLR 2023,
   "Learning the Positions in CountSketch"): visit the columns of S in a
   random order; the first m take distinct rows; every later column i tries
@@ -35,6 +50,7 @@ from __future__ import annotations
 import torch
 
 from .errors import UsageError
+from .sketch import DenseSketch
 
 
 def gram_sum(A: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
@@ -66,6 +82,110 @@ def top_subspace(A: torch.Tensor, m: int, batch_size: int = 8) -> torch.Tensor:
     if not 1 <= m <= A.shape[-2]:
         raise UsageError(f"m={m} must lie in [1, n={A.shape[-2]}]")
     return top_eigenvectors(gram_sum(A, batch_size), m)
+
+
+def recency_weights(count: int, half_life: float | None) -> torch.Tensor:
+    """w_i = 2^{-(count-1-i) / (half_life * count)}, float64 (count,): the newest matrix weighs 1; None gives all ones."""
+    if half_life is None:
+        return torch.ones(count, dtype=torch.float64)
+    if not half_life > 0:
+        raise UsageError(f"half_life must be positive (a fraction of the training window) or None, got {half_life}")
+    age = torch.arange(count - 1, -1, -1, dtype=torch.float64)  # (count,): 0 for the newest
+    return torch.exp2(-age / (half_life * count))
+
+
+def _spectra(A: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left singular vectors (N, n, r) and singular values (N, r) of every matrix, float64."""
+    Us, ss = [], []
+    for i in range(0, A.shape[0], batch_size):
+        U, s, _ = torch.linalg.svd(A[i : i + batch_size].to(torch.float64), full_matrices=False)  # (b, n, r), (b, r)
+        Us.append(U)
+        ss.append(s)
+    return torch.cat(Us), torch.cat(ss)
+
+
+def _weighted_gram(U: torch.Tensor, c: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """sum_i U_i diag(c_i) U_i^T (n, n) for c (N, r) >= 0, as GEMMs over chunks of matrices."""
+    N, n, r = U.shape
+    G = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(0, N, batch_size):
+        X = U[i : i + batch_size] * c[i : i + batch_size, None, :].sqrt()  # (b, n, r)
+        Y = X.transpose(0, 1).reshape(n, -1)  # (n, b r)
+        G += Y @ Y.mT
+    return G
+
+
+def spectral_gram(A: torch.Tensor, power: float = 2.0, weights: torch.Tensor | None = None, batch_size: int = 8) -> torch.Tensor:
+    """sum_i w_i (A_i A_i^T)^{power/2}, float64 (n, n); power = 2 and no weights is :func:`gram_sum`.
+
+    Args:
+        A: (N, n, d) matrices, scaled to sigma_1 = 1.
+        power: p > 0, the exponent applied to each matrix's singular values.
+        weights: (N,) non-negative, e.g. :func:`recency_weights`; default all ones.
+    """
+    w = torch.ones(A.shape[0], dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    U, s = _spectra(A, batch_size)
+    return _weighted_gram(U, s**power * w[:, None], batch_size)
+
+
+def select_spectral(
+    A: torch.Tensor,
+    k: int,
+    m: int,
+    powers: tuple[float, ...] = (2.0, 1.5, 1.0),
+    half_lives: tuple[float | None, ...] = (None, 1.0, 0.5, 0.25),
+    folds: int = 3,
+    horizon: int | None = None,
+    batch_size: int = 8,
+) -> tuple[torch.Tensor, dict]:
+    """S (m, n) = top-m eigenvectors of G(p, h) (module docstring), with (p, h) chosen by forward validation.
+
+    The matrices are taken in time order, oldest first. Fold j fits every
+    candidate on the first c_j = N - (j+1) H matrices (H = ``horizon``,
+    default a tenth of N) and scores it by the rank-k SCW gap on the next H,
+    as deployment would use it; a candidate's score is its gap divided by
+    the fold's mean gap over all candidates, averaged over the folds (one
+    fold alone is too noisy to choose by). The winner is then computed on
+    all N matrices. With one candidate, or data too short for a fold, that
+    candidate (the first of each grid) is used unvalidated.
+
+    Returns:
+        S (m, n) with orthonormal rows, and a record: the chosen power and
+        half-life, and every candidate's score.
+    """
+    N, n, d = A.shape
+    if not 1 <= k <= m <= min(n, d):
+        raise UsageError(f"need 1 <= k <= m <= min(n, d); got k={k}, m={m}, n={n}, d={d}")
+    if not powers or not half_lives:
+        raise UsageError("select_spectral needs at least one power and one half-life")
+    H = max(1, round(0.1 * N)) if horizon is None else int(horizon)
+    cuts = [N - H * (j + 1) for j in range(folds) if N - H * (j + 1) >= max(H, 1)]  # each fold fits on >= H matrices
+    grid = [(float(p), None if h is None else float(h)) for p in powers for h in half_lives]
+    U, s = _spectra(A, batch_size)  # (N, n, r), (N, r)
+
+    def start(count: int, p: float, h: float | None) -> torch.Tensor:
+        return top_eigenvectors(_weighted_gram(U[:count], s[:count] ** p * recency_weights(count, h)[:, None], batch_size), m)
+
+    scores = {c: 0.0 for c in grid}
+    if len(grid) > 1 and cuts:
+        from .scw import sketch_errors  # scw builds on sketches; imported here to keep inits light
+
+        for cut in cuts:
+            val = A[cut : cut + H]  # (H, n, d)
+            optimal = s[cut : cut + H, k:].square().sum(-1).sqrt().mean()  # Eckart-Young, mean over the fold
+            gaps = {c: float(sketch_errors(DenseSketch(start(cut, *c)), val, k).mean() - optimal) for c in grid}
+            mean = sum(gaps.values()) / len(gaps)
+            for c in grid:
+                scores[c] += gaps[c] / mean / len(cuts)
+    best = min(grid, key=lambda c: scores[c])  # ties keep grid order, so the first candidate wins them
+    record = {
+        "power": best[0],
+        "half_life": best[1],
+        "folds": len(cuts) if len(grid) > 1 else 0,
+        "horizon": H,
+        "scores": [[p, h, scores[(p, h)]] for p, h in grid],
+    }
+    return start(N, *best), record
 
 
 def _candidate_losses(X: torch.Tensor, y: torch.Tensor, M: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:

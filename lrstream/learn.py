@@ -13,7 +13,10 @@ minimised over the nonzero values of a sparse S whose positions stay fixed
 * ``mixed-s``: ceil(m/2) rows learned alone, then floor(m/2) random rows appended.
 * ``dense``: every entry of a dense m x n S trained, started from the
   top-m subspace of the training data (``init="tensor"``, the sketch of Liu
-  et al., ICLR 2023) or from a Gaussian (``init="random"``).
+  et al., ICLR 2023), from the recency- and spectrum-weighted subspace that
+  forward validation picks (``init="spectral"``, see
+  :func:`lrstream.inits.select_spectral`; for time-ordered data), or from a
+  Gaussian (``init="random"``).
 
 ``positions=True`` (sparse kinds) places each CountSketch nonzero by the
 greedy search of Li et al. (ICLR 2023) before the values are trained; see
@@ -42,13 +45,13 @@ import torch
 
 from ._checks import as_batch, check_rank, resolve_device
 from .errors import DataError, UsageError
-from .inits import gram_sum, greedy_positions, top_eigenvectors
+from .inits import gram_sum, greedy_positions, select_spectral, top_eigenvectors
 from .linalg import normalize_by_sigma1, sigma1_estimate
 from .losses import ROUTES, check_loss, sketch_loss
 from .sketch import DenseSketch, SparseSketch, learnable_sparse, mixed
 
 KINDS = ("learned", "mixed-j", "mixed-s", "dense")
-INITS = ("random", "tensor")
+INITS = ("random", "tensor", "spectral")
 VAL_SPLITS = ("random", "last")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -95,6 +98,14 @@ class LearnConfig:
     greedy_samples: int = 2
     val_split: str = "random"
     refit: bool = False
+    powers: tuple[float, ...] = (2.0, 1.5, 1.0)
+    half_lives: tuple[float | None, ...] = (None, 1.0, 0.5, 0.25)
+    start_folds: int = 3
+
+    def __post_init__(self) -> None:
+        # A config read back from JSON carries lists; keep the frozen config hashable and comparable.
+        object.__setattr__(self, "powers", tuple(self.powers))
+        object.__setattr__(self, "half_lives", tuple(self.half_lives))
 
     def validate(self) -> "LearnConfig":
         check_rank(self.k)
@@ -120,8 +131,14 @@ class LearnConfig:
             raise UsageError(f"time_budget must be positive seconds, got {self.time_budget}")
         if self.init is not None and self.init not in INITS:
             raise UsageError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
-        if self.init == "tensor" and self.kind != "dense":
-            raise UsageError("init='tensor' is for kind='dense'; sparse kinds start from a CountSketch (or positions=True)")
+        if self.init in ("tensor", "spectral") and self.kind != "dense":
+            raise UsageError(f"init={self.init!r} is for kind='dense'; sparse kinds start from a CountSketch (or positions=True)")
+        if not self.powers or not all(isinstance(p, (int, float)) and 0 < p <= 4 for p in self.powers):
+            raise UsageError(f"powers must be one or more numbers in (0, 4], got {list(self.powers)}")
+        if not self.half_lives or not all(h is None or (isinstance(h, (int, float)) and h > 0) for h in self.half_lives):
+            raise UsageError(f"half_lives must be one or more positive fractions of the training window or None, got {list(self.half_lives)}")
+        if self.start_folds < 1:
+            raise UsageError(f"start_folds must be >= 1, got {self.start_folds}")
         if self.positions and self.kind == "dense":
             raise UsageError("positions=True is for sparse kinds; a dense sketch has no positions")
         if self.greedy_samples < 1:
@@ -139,7 +156,7 @@ class LearnConfig:
 
     @property
     def start(self) -> str:
-        """How the sketch starts: "tensor", "random" or "greedy" (positions=True)."""
+        """How the sketch starts: "tensor", "spectral", "random" or "greedy" (positions=True)."""
         if self.kind == "dense":
             return self.init or "tensor"
         return "greedy" if self.positions else "random"
@@ -147,7 +164,7 @@ class LearnConfig:
     @property
     def data_dependent(self) -> bool:
         """Whether the starting sketch is computed from the training data."""
-        return self.start in ("tensor", "greedy")
+        return self.start in ("tensor", "spectral", "greedy")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -158,11 +175,11 @@ class LearnConfig:
         return self.m if self.kind == "learned" else self.m - self.m // 2
 
 
-def _dense_as_blocks(S: torch.Tensor, cfg: LearnConfig) -> SparseSketch:
+def _dense_as_blocks(S: torch.Tensor, cfg: LearnConfig, **meta: Any) -> SparseSketch:
     """A dense (m, n) S as a sparse sketch with m blocks (block b holds row b), so one training loop serves both."""
     n = S.shape[1]
     S = S * (n**0.5 / S.norm(dim=1, keepdim=True).clamp_min(1e-30))  # rows scaled to entries of RMS 1; the row space is unchanged
-    return DenseSketch(S.to(cfg.torch_dtype), {"kind": "dense", "seed": cfg.seed, "init": cfg.start}).as_blocks()
+    return DenseSketch(S.to(cfg.torch_dtype), {"kind": "dense", "seed": cfg.seed, "init": cfg.start, **meta}).as_blocks()
 
 
 def tensor_start(gram: torch.Tensor, cfg: LearnConfig) -> SparseSketch:
@@ -194,6 +211,9 @@ def initial_sketch(n: int, cfg: LearnConfig, data: torch.Tensor | None = None) -
     if cfg.kind == "dense":
         if cfg.start == "tensor":
             return tensor_start(gram_sum(data), cfg)
+        if cfg.start == "spectral":
+            S, record = select_spectral(data, cfg.k, cfg.m, cfg.powers, cfg.half_lives, cfg.start_folds)
+            return _dense_as_blocks(S, cfg, spectral=record)
         g = torch.Generator().manual_seed(int(cfg.seed))
         return _dense_as_blocks(torch.randn(cfg.m, n, generator=g, dtype=torch.float64), cfg)
     base = learnable_sparse(n, cfg.m_learned, seed=cfg.seed, dtype=cfg.torch_dtype)
@@ -278,7 +298,10 @@ def _split(train: torch.Tensor, cfg: LearnConfig) -> tuple[torch.Tensor, torch.T
         return train[:-n_val], train[-n_val:]
     g = torch.Generator().manual_seed(cfg.seed + 7)
     perm = torch.randperm(N, generator=g)
-    return train[perm[n_val:]], train[perm[:n_val]]
+    keep = perm[n_val:]
+    if cfg.start == "spectral":  # its recency weights read the matrices in time order
+        keep = keep.sort().values
+    return train[keep], train[perm[:n_val]]
 
 
 def _batches_from_tensor(train: torch.Tensor, cfg: LearnConfig) -> Iterable[torch.Tensor]:
@@ -551,7 +574,8 @@ def learn(
     fit = fit_config(cfg)
     fitted, info = _fit(initial_sketch(n, fit, init_data), batches_factory(), held, fit, weight)
     if cfg.refit:
-        fitted, info = _refit(torch.cat([tr, held]), fit, info, weight)
+        # A split of ``train`` refits on it whole, in its (time) order; an explicit ``val`` counts as the newest data.
+        fitted, info = _refit(data if val is None else torch.cat([tr, held]), fit, info, weight)
     return finish_sketch(fitted, cfg, n, d, info)
 
 

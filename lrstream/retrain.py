@@ -85,6 +85,8 @@ class RetrainConfig:
         if self.learn.positions:
             # The greedy search is sequential over rows of A; a dense tensor start is a sum over matrices, so workers share it out.
             raise UsageError("retrain starts sparse sketches from a CountSketch; greedy positions (positions=True) are available through lrstream.learn")
+        if self.learn.start == "spectral":
+            raise UsageError("retrain starts a dense sketch from the tensor start; init='spectral' (chosen by forward validation over the matrices in time order) is available through lrstream.learn")
         if self.learn.refit:
             raise UsageError("retrain validates on the newest hour and keeps the best step; refit=True is available through lrstream.learn")
         if self.learn.loss == "wfro":

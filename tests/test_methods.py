@@ -1,5 +1,8 @@
 """Data-dependent starts and the published methods: greedy positions, dense learning, 1Shot1Vec, FewShotSGD, plan."""
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +10,7 @@ import torch
 import lrstream as L
 from lrstream.baselines import few_shot_sgd, li23, one_shot_one_vec, tensor_sketch
 from lrstream.errors import UsageError
-from lrstream.inits import _candidate_losses, greedy_positions
+from lrstream.inits import _candidate_losses, gram_sum, greedy_positions, recency_weights, select_spectral, spectral_gram
 from lrstream.learn import LearnConfig
 from lrstream.plan import plan_sketch_size
 from lrstream.retrain import RetrainConfig
@@ -83,7 +86,19 @@ def test_dense_learning_starts_from_the_tensor_sketch_and_is_never_worse_on_vali
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"kind": "learned", "init": "tensor"}, {"kind": "dense", "positions": True}, {"init": "kmeans"}, {"greedy_samples": 0}, {"val_split": "middle"}, {"refit": True, "val_fraction": 0}],
+    [
+        {"kind": "learned", "init": "tensor"},
+        {"kind": "learned", "init": "spectral"},
+        {"kind": "dense", "positions": True},
+        {"init": "kmeans"},
+        {"greedy_samples": 0},
+        {"val_split": "middle"},
+        {"refit": True, "val_fraction": 0},
+        {"kind": "dense", "init": "spectral", "powers": ()},
+        {"kind": "dense", "init": "spectral", "powers": (0.0,)},
+        {"kind": "dense", "init": "spectral", "half_lives": (-1.0,)},
+        {"kind": "dense", "init": "spectral", "start_folds": 0},
+    ],
 )
 def test_bad_start_options(video, kwargs):
     with pytest.raises(UsageError):
@@ -97,6 +112,8 @@ def test_data_dependent_starts_need_rereadable_data(video):
         RetrainConfig(learn=LearnConfig(k=K, m=M, positions=True)).validate()
     RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense")).validate()  # the tensor start is summed over workers
     RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense", init="random")).validate()
+    with pytest.raises(UsageError, match="spectral"):
+        RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense", init="spectral")).validate()
 
 
 @pytest.mark.parametrize("kind", ["dense", "learned"])
@@ -173,3 +190,58 @@ def test_plan_command_reads_stored_hours_and_reports_json(tmp_path, capsys):
     assert last.startswith("lrstream: error: no sketch size up to m=8") and "Traceback" not in captured.err
     assert not json.loads(captured.out.strip().splitlines()[-1])["met"]
     assert main([*base, "--target", "0.1", "--hours", "2026-11-22T10", "--val-fraction", "0"]) == 2
+
+
+def test_spectral_gram_matches_its_definition():
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(5, 9, 12, generator=g, dtype=torch.float64)  # (N, n, d), n < d: A A^T has full rank, so its square root is well conditioned
+    torch.testing.assert_close(spectral_gram(A, 2.0), gram_sum(A), rtol=1e-10, atol=1e-10)
+    w = recency_weights(5, 0.4)
+    assert w[-1] == 1 and torch.isclose(w[-3], torch.tensor(0.5, dtype=torch.float64))  # two matrices = 0.4 of a window of 5
+    # (A A^T)^{p/2} for p = 1 is the matrix square root of A A^T.
+    evals, evecs = torch.linalg.eigh(A @ A.mT)  # (N, n), (N, n, n)
+    roots = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.mT
+    torch.testing.assert_close(spectral_gram(A, 1.0, w), (roots * w[:, None, None]).sum(0), rtol=1e-8, atol=1e-8)
+
+
+def _drifting_stream(count: int, change: int, n: int = 60, d: int = 40, k: int = 4, seed: int = 0) -> torch.Tensor:
+    """Rank-k matrices plus noise whose column space jumps from one random k-dim subspace to another at ``change``."""
+    g = torch.Generator().manual_seed(seed)
+    X, _ = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))
+    Y, _ = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))
+    out = []
+    for t in range(count):
+        basis = X if t < change else Y
+        coef = torch.randn(k, d, generator=g, dtype=torch.float64) * torch.tensor([4.0, 3.0, 2.0, 1.5], dtype=torch.float64)[:k, None]  # (k, d)
+        out.append(basis @ coef + 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64))
+    return torch.stack(out)  # (count, n, d)
+
+
+def test_spectral_start_follows_a_drifting_stream():
+    # The stream changes subspace at matrix 25 of 40; the next 10 come from the new one. The tensor
+    # start, an average over all 40, spends m=6 rows mostly on the old 4-dim subspace; forward
+    # validation sees the newest matrices predict the next ones best and picks a short half-life.
+    stream = _drifting_stream(50, change=25)
+    train, future = stream[:40], L.prepare(stream[40:])
+    S, record = select_spectral(L.prepare(train).matrices, 4, 6)
+    assert record["folds"] == 3 and record["half_life"] is not None
+    assert len(record["scores"]) == 12
+    spectral = L.DenseSketch(S.float())
+    assert L.error_gap(spectral, future, 4) < 0.5 * L.error_gap(tensor_sketch(train, 6), future, 4)
+    learned = L.learn(train, 4, 6, kind="dense", init="spectral", steps=20, val_split="last", progress=False)
+    assert learned.meta["init"] == "spectral" and learned.meta["spectral"]["half_life"] is not None
+    assert L.error_gap(learned, future, 4) < 0.5 * L.error_gap(tensor_sketch(train, 6), future, 4)
+
+
+def test_spectral_start_with_one_candidate_is_that_weighted_subspace():
+    A = L.prepare(_drifting_stream(20, change=20)).matrices  # (20, 60, 40), stationary
+    S, record = select_spectral(A, 4, 6, powers=(2.0,), half_lives=(None,))
+    assert record["folds"] == 0 and record["power"] == 2.0 and record["half_life"] is None
+    T = tensor_sketch(A, 6).matrix.double()  # (6, 60): the same row space
+    torch.testing.assert_close(S.mT @ S, T.mT @ T, rtol=0, atol=1e-5)
+
+
+def test_learn_config_survives_a_json_round_trip():
+    cfg = LearnConfig(k=K, m=M, kind="dense", init="spectral", half_lives=(None, 0.5))
+    back = LearnConfig(**json.loads(json.dumps(asdict(cfg))))
+    assert back == cfg and back.half_lives == (None, 0.5)
