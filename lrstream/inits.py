@@ -47,6 +47,8 @@ candidate then costs O(m^3) instead of O(n d m), and one column costs one
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .errors import UsageError
@@ -82,6 +84,9 @@ def top_subspace(A: torch.Tensor, m: int, batch_size: int = 8) -> torch.Tensor:
     if not 1 <= m <= A.shape[-2]:
         raise UsageError(f"m={m} must lie in [1, n={A.shape[-2]}]")
     return top_eigenvectors(gram_sum(A, batch_size), m)
+
+
+_TERMS_BYTES = 2 << 30  # per-matrix spectral terms are kept in memory up to 2 GiB
 
 
 def recency_weights(count: int, half_life: float | None) -> torch.Tensor:
@@ -162,21 +167,32 @@ def select_spectral(
     cuts = [N - H * (j + 1) for j in range(folds) if N - H * (j + 1) >= max(H, 1)]  # each fold fits on >= H matrices
     grid = [(float(p), None if h is None else float(h)) for p in powers for h in half_lives]
     U, s = _spectra(A, batch_size)  # (N, n, r), (N, r)
+    # Every candidate Gram is a weighted sum of the per-matrix terms U_i diag(sigma_i^p) U_i^T: with
+    # those (N, n, n) kept for one power at a time, each (cut, half-life) costs N n^2, not N n^2 r.
+    keep_terms = N * n * n * 8 <= _TERMS_BYTES
 
-    def start(count: int, p: float, h: float | None) -> torch.Tensor:
-        return top_eigenvectors(_weighted_gram(U[:count], s[:count] ** p * recency_weights(count, h)[:, None], batch_size), m)
+    def grams(p: float) -> Callable[[int, float | None], torch.Tensor]:
+        if keep_terms:
+            terms = torch.stack([_weighted_gram(U[i : i + 1], s[i : i + 1] ** p) for i in range(N)])  # (N, n, n)
+            return lambda count, h: torch.einsum("i,inm->nm", recency_weights(count, h), terms[:count])
+        return lambda count, h: _weighted_gram(U[:count], s[:count] ** p * recency_weights(count, h)[:, None], batch_size)
 
     scores = {c: 0.0 for c in grid}
     if len(grid) > 1 and cuts:
         from .scw import sketch_errors  # scw builds on sketches; imported here to keep inits light
 
+        gaps = {cut: {} for cut in cuts}
+        for p in dict.fromkeys(c[0] for c in grid):
+            gram = grams(p)
+            for cut in cuts:
+                optimal = s[cut : cut + H, k:].square().sum(-1).sqrt().mean()  # Eckart-Young, mean over the fold
+                for h in dict.fromkeys(c[1] for c in grid):
+                    S = top_eigenvectors(gram(cut, h), m)
+                    gaps[cut][(p, h)] = float(sketch_errors(DenseSketch(S), A[cut : cut + H], k).mean() - optimal)
         for cut in cuts:
-            val = A[cut : cut + H]  # (H, n, d)
-            optimal = s[cut : cut + H, k:].square().sum(-1).sqrt().mean()  # Eckart-Young, mean over the fold
-            gaps = {c: float(sketch_errors(DenseSketch(start(cut, *c)), val, k).mean() - optimal) for c in grid}
-            mean = sum(gaps.values()) / len(gaps)
+            mean = sum(gaps[cut].values()) / len(grid)
             for c in grid:
-                scores[c] += gaps[c] / mean / len(cuts)
+                scores[c] += gaps[cut][c] / mean / len(cuts)
     best = min(grid, key=lambda c: scores[c])  # ties keep grid order, so the first candidate wins them
     record = {
         "power": best[0],
@@ -185,7 +201,7 @@ def select_spectral(
         "horizon": H,
         "scores": [[p, h, scores[(p, h)]] for p, h in grid],
     }
-    return start(N, *best), record
+    return top_eigenvectors(grams(best[0])(N, best[1]), m), record
 
 
 def _candidate_losses(X: torch.Tensor, y: torch.Tensor, M: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
