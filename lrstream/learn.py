@@ -194,7 +194,7 @@ def structure_config(cfg: LearnConfig) -> LearnConfig:
     parameters (retrain's workers and server, before the driver seeds a
     data-dependent start).
     """
-    return replace(cfg, init="random") if cfg.kind == "dense" and cfg.start == "tensor" else cfg
+    return replace(cfg, init="random") if cfg.kind == "dense" and cfg.start in ("tensor", "spectral") else cfg
 
 
 def initial_sketch(n: int, cfg: LearnConfig, data: torch.Tensor | None = None) -> SparseSketch:

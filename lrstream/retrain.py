@@ -42,7 +42,7 @@ import torch
 from ._checks import check_rank, resolve_device
 from .checkpoint import load_latest_checkpoint, save_checkpoint
 from .errors import EXIT_INTERNAL, DataError, LrstreamError, NothingToDoError, UsageError
-from .inits import gram_sum
+from .inits import gram_sum, recency_weights, spectral_gram
 from .learn import LearnConfig, Progress, Stepper, _normalize_batch, batch_gradient, finish_sketch, fit_config, initial_sketch, structure_config, tensor_start
 from .losses import sketch_loss
 from .reader import hour_info, read_rows, select_hours
@@ -85,8 +85,9 @@ class RetrainConfig:
         if self.learn.positions:
             # The greedy search is sequential over rows of A; a dense tensor start is a sum over matrices, so workers share it out.
             raise UsageError("retrain starts sparse sketches from a CountSketch; greedy positions (positions=True) are available through lrstream.learn")
-        if self.learn.start == "spectral":
-            raise UsageError("retrain starts a dense sketch from the tensor start; init='spectral' (chosen by forward validation over the matrices in time order) is available through lrstream.learn")
+        if self.learn.start == "spectral" and len(self.learn.powers) * len(self.learn.half_lives) > 1:
+            # Choosing among candidates needs every fold's Gram per candidate; the workers send one Gram sum.
+            raise UsageError("retrain takes one power and one half-life for init='spectral' (e.g. --power 2 --half-life 0.25); choosing among several by forward validation is available through lrstream.learn")
         if self.learn.refit:
             raise UsageError("retrain validates on the newest hour and keeps the best step; refit=True is available through lrstream.learn")
         if self.learn.loss == "wfro":
@@ -141,6 +142,12 @@ class DataPlan:
     @property
     def val_frames(self) -> int:
         return sum(s.rows for share in self.val for s in share)
+
+    def train_positions(self) -> list[np.ndarray]:
+        """Each worker's training rows as indices into all training rows in time order (shares are contiguous cuts of it)."""
+        sizes = [sum(s.rows for s in share) for share in self.train]
+        starts = np.cumsum([0, *sizes])
+        return [np.arange(starts[r], starts[r] + sizes[r]) for r in range(len(sizes))]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -340,12 +347,14 @@ class GradientWorker:
             return self.error
         return {"ok": True, "rank": self.rank, "frames": int(self.train.shape[0]), "val_frames": 0 if self.val is None else int(self.val.shape[0]), "device": str(self.device), "load_seconds": self.load_seconds, "pid": os.getpid()}
 
-    def gram(self) -> dict[str, Any]:
-        """sum_i A_i A_i^T (n, n) over this worker's training rows, float64: its share of a tensor start."""
+    def gram(self, power: float = 2.0, weights: np.ndarray | None = None) -> dict[str, Any]:
+        """sum_i w_i (A_i A_i^T)^{power/2} (n, n) over this worker's training rows, float64: its share of a tensor or spectral start."""
         if self.error is not None:
             return self.error
         try:
-            return {"ok": True, "gram": gram_sum(self.train).cpu().numpy()}
+            if power == 2.0 and weights is None:
+                return {"ok": True, "gram": gram_sum(self.train).cpu().numpy()}
+            return {"ok": True, "gram": spectral_gram(self.train.cpu(), power, None if weights is None else torch.from_numpy(np.asarray(weights))).numpy()}
         except Exception as exc:
             return _failure(exc)
 
@@ -631,15 +640,25 @@ class RetrainLoop:
             self.log(f"parameter server resumed from the checkpoint at step {status['restored_from']}")
         return infos
 
-    def seed_start(self, fit: LearnConfig) -> None:
-        """A data-dependent (tensor) start: the workers' Gram sums added up, its top-m eigenvectors sent to the server.
+    def seed_start(self, fit: LearnConfig, positions: Sequence[np.ndarray] | None = None) -> None:
+        """A data-dependent (tensor or spectral) start: the workers' Gram sums added up, its top-m eigenvectors sent to the server.
 
-        Validated at step 0, as :func:`lrstream.learn` does, so training never
-        returns a sketch worse on validation than its start.
+        A spectral start weighs each training row by its recency, so it needs
+        every worker's ``positions`` (indices into all training rows in time
+        order). Validated at step 0, as :func:`lrstream.learn` does, so
+        training never returns a sketch worse on validation than its start.
         """
-        if fit.start != "tensor":
+        if fit.start not in ("tensor", "spectral"):
             return
-        shares = [self.exe.get(self.exe.call(w, "gram")) for w in self.workers]
+        if fit.start == "tensor":
+            calls = [self.exe.call(w, "gram") for w in self.workers]
+        else:
+            if positions is None:
+                raise UsageError("a spectral start needs the workers' row positions")
+            total = sum(len(p) for p in positions)
+            weights = recency_weights(total, fit.half_lives[0]).numpy()  # (N,)
+            calls = [self.exe.call(w, "gram", fit.powers[0], weights[pos]) for w, pos in zip(self.workers, positions)]
+        shares = [self.exe.get(call) for call in calls]
         for share in shares:
             raise_failure(share)
         start = tensor_start(torch.from_numpy(np.sum([share["gram"] for share in shares], axis=0)), fit)  # (n, n) summed
@@ -898,7 +917,7 @@ def retrain(
     try:
         fit = fit_config(cfg.learn)
         loop.wait_ready()
-        loop.seed_start(fit)
+        loop.seed_start(fit, plan.train_positions())
         loop.run(progress=bool(cfg.learn.progress))
         out = loop.result(validated=plan.val_frames > 0)
         base = initial_sketch(plan.n, structure_config(fit))

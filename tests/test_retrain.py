@@ -78,24 +78,40 @@ def test_workers_reproduce_single_process_learn(store, workers):
     np.testing.assert_allclose(curve, ref_curve, rtol=1e-9)
 
 
-def test_dense_tensor_start_reproduces_learn(store):
+@pytest.mark.parametrize("init", ["tensor", "spectral"])
+def test_dense_tensor_start_reproduces_learn(store, init):
     # The start is summed from the workers' Gram shares on the driver and seeded into the server.
-    cfg = replace(_cfg(1), learn=replace(_cfg(1).learn, kind="dense", steps=20))
+    cfg = replace(_cfg(1), learn=replace(_cfg(1).learn, kind="dense", steps=20, init=init, powers=(1.5,), half_lives=(0.5,)))
     res = retrain(store, "cam", cfg, use_ray=False, publish=False)
     ref = _reference(store, res, cfg)
-    assert isinstance(res.sketch, DenseSketch) and res.sketch.meta["init"] == "tensor"
+    assert isinstance(res.sketch, DenseSketch) and res.sketch.meta["init"] == init
     assert float((res.sketch.matrix - ref.matrix).abs().max()) < 1e-6  # the final dense S is rescaled to float32
     curve, ref_curve = np.array(res.sketch.meta["training"]["val_curve"]), np.array(ref.meta["training"]["val_curve"])
     assert curve[0][0] == 0  # validated at step 0, as learn does for data-dependent starts
     np.testing.assert_allclose(curve, ref_curve, rtol=1e-9)
 
 
+def test_spectral_start_weighs_each_row_by_its_place_in_time_across_workers(store):
+    # Each worker weighs its own rows by their age in the whole training window, so W=2 sums to W=1's Gram.
+    # steps=0 keeps the start itself: trained, W=2 draws other batches than W=1 (each from its own share).
+    learn_cfg = replace(_cfg(1).learn, kind="dense", steps=0, init="spectral", powers=(1.5,), half_lives=(0.25,))
+    two = retrain(store, "cam", replace(_cfg(2), learn=learn_cfg), use_ray=False, publish=False)
+    one = retrain(store, "cam", replace(_cfg(1), learn=learn_cfg), use_ray=False, publish=False)
+    assert float((two.sketch.matrix - one.sketch.matrix).abs().max()) < 1e-6
+    tensor = retrain(store, "cam", replace(_cfg(1), learn=replace(learn_cfg, init="tensor")), use_ray=False, publish=False)
+    assert float((tensor.sketch.matrix - one.sketch.matrix).abs().max()) > 1e-3  # the weights changed the start
+    with pytest.raises(UsageError, match="one power and one half-life"):
+        retrain(store, "cam", replace(_cfg(1), learn=replace(learn_cfg, half_lives=(None, 0.5))), use_ray=False, publish=False)
+
+
 def test_dense_start_is_shared_by_every_worker_and_survives_a_server_restart(store, tmp_path):
-    cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, kind="dense", steps=10))
+    cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, kind="dense", steps=0))
     two = retrain(store, "cam", cfg, use_ray=False, publish=False)
     one = retrain(store, "cam", replace(cfg, workers=1), use_ray=False, publish=False)
-    # Same Gram sum (two shares vs one) and the same global batches: the same sketch up to summation order.
-    assert float((two.sketch.matrix - one.sketch.matrix).abs().max()) < 1e-5
+    # Same Gram sum (two shares vs one), so the same start up to summation order. (Trained, W=2 would
+    # draw other batches than W=1: each worker samples its own share; W>1 is checked against learn on
+    # the same global batches in test_workers_reproduce_single_process_learn.)
+    assert float((two.sketch.matrix - one.sketch.matrix).abs().max()) < 1e-6
     # A server built again after seeding resumes from the seeded start, not from its random placeholder.
     fit = cfg.learn
     ps = ParameterServer(fit, two.plan.n, str(tmp_path / "ckpt"), 5)
@@ -365,6 +381,18 @@ def test_train_cli_dense_on_ray(ray_local, tmp_path, capsys):
     assert code == 0, out.err
     doc = json.loads(out.out.strip().splitlines()[-1])
     assert doc["kind"] == "dense" and doc["val_gap"] < doc["val_gap_sparse_random"]
+
+
+def test_train_cli_spectral_start(tmp_path, capsys):
+    store = str(tmp_path)
+    _ingest(store)
+    args = ["train", "--root", store, "--stream", "cam", "--k", "3", "--m", "6", "--sketch", "dense", "--init", "spectral", "--steps", "5", "--no-ray"]
+    assert main([*args, "--power", "1.5", "--half-life", "none", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sketch = load_version(store, "cam", doc["version"])
+    assert sketch.meta["init"] == "spectral" and sketch.meta["config"]["powers"] == [1.5] and sketch.meta["config"]["half_lives"] == [None]
+    assert main([*args, "--half-life", "soon"]) == 2
+    assert "half-life" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
