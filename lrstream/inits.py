@@ -169,12 +169,13 @@ def select_spectral(
     U, s = _spectra(A, batch_size)  # (N, n, r), (N, r)
     # Every candidate Gram is a weighted sum of the per-matrix terms U_i diag(sigma_i^p) U_i^T: with
     # those (N, n, n) kept for one power at a time, each (cut, half-life) costs N n^2, not N n^2 r.
-    keep_terms = N * n * n * 8 <= _TERMS_BYTES
+    # Scoring only ranks candidates, so the terms drop to float32 where float64 would not fit.
+    terms_dtype = next((t for t in (torch.float64, torch.float32) if N * n * n * t.itemsize <= _TERMS_BYTES), None)
 
     def grams(p: float) -> Callable[[int, float | None], torch.Tensor]:
-        if keep_terms:
-            terms = torch.stack([_weighted_gram(U[i : i + 1], s[i : i + 1] ** p) for i in range(N)])  # (N, n, n)
-            return lambda count, h: torch.einsum("i,inm->nm", recency_weights(count, h), terms[:count])
+        if terms_dtype is not None:
+            terms = torch.stack([_weighted_gram(U[i : i + 1], s[i : i + 1] ** p).to(terms_dtype) for i in range(N)])  # (N, n, n)
+            return lambda count, h: torch.einsum("i,inm->nm", recency_weights(count, h).to(terms_dtype), terms[:count]).double()
         return lambda count, h: _weighted_gram(U[:count], s[:count] ** p * recency_weights(count, h)[:, None], batch_size)
 
     scores = {c: 0.0 for c in grid}
@@ -201,7 +202,8 @@ def select_spectral(
         "horizon": H,
         "scores": [[p, h, scores[(p, h)]] for p, h in grid],
     }
-    return top_eigenvectors(grams(best[0])(N, best[1]), m), record
+    final = _weighted_gram(U, s ** best[0] * recency_weights(N, best[1])[:, None], batch_size)  # (n, n), float64 throughout
+    return top_eigenvectors(final, m), record
 
 
 def _candidate_losses(X: torch.Tensor, y: torch.Tensor, M: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:

@@ -245,3 +245,16 @@ def test_learn_config_survives_a_json_round_trip():
     cfg = LearnConfig(k=K, m=M, kind="dense", init="spectral", half_lives=(None, 0.5))
     back = LearnConfig(**json.loads(json.dumps(asdict(cfg))))
     assert back == cfg and back.half_lives == (None, 0.5)
+
+
+def test_spectral_selection_is_the_same_whatever_memory_allows(monkeypatch):
+    import lrstream.inits as inits
+
+    A = L.prepare(_drifting_stream(30, change=20)).matrices  # (30, 60, 40)
+    ref, ref_record = select_spectral(A, 4, 6)
+    for budget in (30 * 60 * 60 * 4, 0):  # float32 per-matrix terms, then no terms (one Gram per candidate)
+        monkeypatch.setattr(inits, "_TERMS_BYTES", budget)
+        S, record = select_spectral(A, 4, 6)
+        assert (record["power"], record["half_life"]) == (ref_record["power"], ref_record["half_life"])
+        np.testing.assert_allclose([x[2] for x in record["scores"]], [x[2] for x in ref_record["scores"]], rtol=1e-5)
+        torch.testing.assert_close(S.mT @ S, ref.mT @ ref, rtol=0, atol=1e-10)
