@@ -163,6 +163,8 @@ def select_spectral(
         raise UsageError(f"need 1 <= k <= m <= min(n, d); got k={k}, m={m}, n={n}, d={d}")
     if not powers or not half_lives:
         raise UsageError("select_spectral needs at least one power and one half-life")
+    if horizon is not None and horizon < 1:
+        raise UsageError(f"horizon must be at least one matrix, got {horizon}")
     H = max(1, round(0.1 * N)) if horizon is None else int(horizon)
     cuts = [N - H * (j + 1) for j in range(folds) if N - H * (j + 1) >= max(H, 1)]  # each fold fits on >= H matrices
     grid = [(float(p), None if h is None else float(h)) for p in powers for h in half_lives]
