@@ -183,7 +183,7 @@ def _dense_as_blocks(S: torch.Tensor, cfg: LearnConfig, **meta: Any) -> SparseSk
 
 
 def tensor_start(gram: torch.Tensor, cfg: LearnConfig) -> SparseSketch:
-    """The dense tensor start from sum_i A_i A_i^T (n, n), however that sum was assembled (one process or many workers)."""
+    """The dense start from sum_i A_i A_i^T (n, n), or its spectral form sum_i w_i (A_i A_i^T)^{p/2}, however it was assembled (one process or many workers)."""
     return _dense_as_blocks(top_eigenvectors(gram, cfg.m), cfg)
 
 
