@@ -55,13 +55,16 @@ from .errors import UsageError
 from .sketch import DenseSketch
 
 
-def gram_sum(A: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """sum_i A_i A_i^T in float64: (n, n). Additive over any split of the matrices, so workers can each sum their share."""
+def gram_sum(A: torch.Tensor, batch_size: int = 8, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_i w_i A_i A_i^T in float64: (n, n), w_i = 1 by default. Additive over any split of the matrices, so workers can each sum their share."""
     n = A.shape[-2]
     gram = torch.zeros(n, n, dtype=torch.float64, device=A.device)  # (n, n)
     for i in range(0, A.shape[0], batch_size):
         X = A[i : i + batch_size].to(torch.float64)  # (b, n, d)
-        gram += (X @ X.mT).sum(0)
+        if weights is None:
+            gram += (X @ X.mT).sum(0)
+        else:
+            gram += torch.einsum("b,bnm->nm", weights[i : i + batch_size].to(gram), X @ X.mT)
     return gram
 
 
@@ -112,7 +115,7 @@ def _spectra(A: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.
 def _weighted_gram(U: torch.Tensor, c: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """sum_i U_i diag(c_i) U_i^T (n, n) for c (N, r) >= 0, as GEMMs over chunks of matrices."""
     N, n, r = U.shape
-    G = torch.zeros(n, n, dtype=torch.float64)
+    G = torch.zeros(n, n, dtype=torch.float64, device=U.device)
     for i in range(0, N, batch_size):
         X = U[i : i + batch_size] * c[i : i + batch_size, None, :].sqrt()  # (b, n, r)
         Y = X.transpose(0, 1).reshape(n, -1)  # (n, b r)
@@ -121,14 +124,20 @@ def _weighted_gram(U: torch.Tensor, c: torch.Tensor, batch_size: int = 8) -> tor
 
 
 def spectral_gram(A: torch.Tensor, power: float = 2.0, weights: torch.Tensor | None = None, batch_size: int = 8) -> torch.Tensor:
-    """sum_i w_i (A_i A_i^T)^{power/2}, float64 (n, n); power = 2 and no weights is :func:`gram_sum`.
+    """sum_i w_i (A_i A_i^T)^{power/2}, float64 (n, n), on A's device.
+
+    Power 2 needs no SVD: it is :func:`gram_sum` with the weights.
 
     Args:
         A: (N, n, d) matrices, scaled to sigma_1 = 1.
         power: p > 0, the exponent applied to each matrix's singular values.
         weights: (N,) non-negative, e.g. :func:`recency_weights`; default all ones.
     """
-    w = torch.ones(A.shape[0], dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64, device=A.device)
+    if power == 2.0:
+        return gram_sum(A, batch_size, w)
+    if w is None:
+        w = torch.ones(A.shape[0], dtype=torch.float64, device=A.device)
     U, s = _spectra(A, batch_size)
     return _weighted_gram(U, s**power * w[:, None], batch_size)
 

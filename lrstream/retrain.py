@@ -42,7 +42,7 @@ import torch
 from ._checks import check_rank, resolve_device
 from .checkpoint import load_latest_checkpoint, save_checkpoint
 from .errors import EXIT_INTERNAL, DataError, LrstreamError, NothingToDoError, UsageError
-from .inits import gram_sum, recency_weights, spectral_gram
+from .inits import recency_weights, spectral_gram
 from .learn import LearnConfig, Progress, Stepper, _normalize_batch, batch_gradient, finish_sketch, fit_config, initial_sketch, structure_config, tensor_start
 from .losses import sketch_loss
 from .reader import hour_info, read_rows, select_hours
@@ -352,9 +352,7 @@ class GradientWorker:
         if self.error is not None:
             return self.error
         try:
-            if power == 2.0 and weights is None:
-                return {"ok": True, "gram": gram_sum(self.train).cpu().numpy()}
-            return {"ok": True, "gram": spectral_gram(self.train.cpu(), power, None if weights is None else torch.from_numpy(np.asarray(weights))).numpy()}
+            return {"ok": True, "gram": spectral_gram(self.train, power, None if weights is None else torch.from_numpy(np.asarray(weights))).cpu().numpy()}
         except Exception as exc:
             return _failure(exc)
 

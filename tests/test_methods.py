@@ -202,6 +202,7 @@ def test_spectral_gram_matches_its_definition():
     evals, evecs = torch.linalg.eigh(A @ A.mT)  # (N, n), (N, n, n)
     roots = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.mT
     torch.testing.assert_close(spectral_gram(A, 1.0, w), (roots * w[:, None, None]).sum(0), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(spectral_gram(A, 2.0, w), ((A @ A.mT) * w[:, None, None]).sum(0), rtol=1e-10, atol=1e-10)  # power 2 skips the SVD
 
 
 def _drifting_stream(count: int, change: int, n: int = 60, d: int = 40, k: int = 4, seed: int = 0) -> torch.Tensor:
