@@ -2,19 +2,36 @@
 
 Public API (see README.md):
 
-    sparse_random(n, m, seed=0)          CountSketch
-    dense_random(n, m, seed=0)           Gaussian sketch
-    learn(train, k, m, kind=..., ...)    learned / mixed-j / mixed-s sparse sketch
-    scw(sketch, A, k)                    rank-k factors (L, R) inside rowspace(SA)
-    error_gap(sketch, test, k)           mean SCW error minus mean optimum, sigma_1-normalised
-    load_sketch(url) / sketch.save(url)  plain arrays + JSON, any fsspec URL
+    sparse_random(n, m, seed=0)            CountSketch
+    dense_random(n, m, seed=0)             Gaussian sketch
+    learn(train, k, m, kind=..., ...)      learned / mixed-j / mixed-s / dense sketch
+    scw(sketch, A, k)                      rank-k factors (L, R) inside rowspace(SA)
+    error_gap(sketch, test, k)             mean SCW error minus mean optimum, sigma_1-normalised
+    save_sketch(sketch, url) / load_sketch(url)   plain arrays + JSON, any fsspec URL
+
+The package is the pipeline, one folder a stage: ``numerics`` (torch only),
+``training`` (the one training core and its in-process driver), ``data``
+(the Store and everything stored), ``distributed`` (the only package that
+imports Ray) and ``jobs`` (what the CLI runs). Persistence is imported on
+first use, so importing the numerics never loads storage code.
 """
 
 from .errors import DataError, DriftError, LrstreamError, NothingToDoError, UsageError
-from .learn import LearnConfig, learn
-from .scw import GapReport, Prepared, error_gap, evaluate, prepare, scw, sketch_errors
-from .sketch import DenseSketch, Sketch, SparseSketch, dense_random, mixed, random_half, sparse_random
-from .sketch_io import load_sketch
+from .numerics.scw import GapReport, Prepared, error_gap, evaluate, prepare, scw, sketch_errors
+from .numerics.sketch import DenseSketch, Sketch, SparseSketch, dense_random, mixed, random_half, sparse_random
+from .training.config import LearnConfig
+from .training.learn import learn
+
+_LAZY = {"load_sketch": "lrstream.data.sketches", "save_sketch": "lrstream.data.sketches"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lrstream' has no attribute {name!r}")
+
 
 __all__ = [
     "DataError",
@@ -36,6 +53,7 @@ __all__ = [
     "mixed",
     "prepare",
     "random_half",
+    "save_sketch",
     "scw",
     "sketch_errors",
     "sparse_random",

@@ -43,3 +43,16 @@ class DriftError(LrstreamError):
     """The learned sketch lost to random sketches (exit 5)."""
 
     exit_code = EXIT_DRIFT
+
+
+class CommandFailed(LrstreamError):
+    """A job that finished with a failure (drift, a partly failed ingest, a target not met) but still has a JSON-ready result.
+
+    The CLI prints ``message`` as its one error line, exits with ``exit_code``
+    and, with ``--json``, still prints ``result`` as the last line of stdout.
+    """
+
+    def __init__(self, message: str, exit_code: int, result: dict):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.result = result

@@ -1,0 +1,119 @@
+"""Reading a stream's published hours as float32 matrices for training and evaluation.
+
+Frames are stored raw (uint8 stays uint8); here they become float32 matrices:
+(C*H, W) with the channels stacked as rows (the default, as in the paper's
+video experiments), or (H, W) luminance with ``gray``. Batches are streamed
+part by part, so an hour never has to fit in memory at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError, NothingToDoError
+from .shards import iter_hour_frames, list_hours, read_manifest
+from .sources import frames_to_matrices
+from .store import Store
+
+
+@dataclass(frozen=True)
+class HourInfo:
+    hour: str
+    rows: int
+    frame_shape: tuple[int, ...]
+    dtype: str
+
+
+def matrix_shape(frame_shape: Sequence[int], gray: bool) -> tuple[int, int]:
+    """(n, d) of the matrices made from frames of ``frame_shape`` (H, W[, C]): (C*H, W), or (H, W) with ``gray``."""
+    H, W = int(frame_shape[0]), int(frame_shape[1])
+    C = int(frame_shape[2]) if len(frame_shape) > 2 else 1
+    return (H, W) if gray else (C * H, W)
+
+
+def hour_info(store: Store | str, stream: str, hour: str) -> HourInfo:
+    """Rows, frame shape (H, W, C) and dtype of a published hour, from its manifest alone."""
+    doc = read_manifest(store, stream, hour)
+    if doc is None:
+        raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
+    return HourInfo(hour, int(doc["rows"]), tuple(doc["frame_shape"]), doc["dtype"])
+
+
+def select_hours(store: Store | str, stream: str, hours: Sequence[str] | None = None, last: int | None = None, start: str | None = None, end: str | None = None) -> list[str]:
+    """Published hours of ``stream``: an explicit list, the last N, or a [start, end] range (inclusive)."""
+    store = Store.of(store)
+    available = list_hours(store, stream)
+    if not available:
+        raise NothingToDoError(f"stream {stream} has no ingested hours under {store.root}")
+    if hours is not None:
+        missing = [h for h in hours if h not in available]
+        if missing:
+            raise NothingToDoError(f"stream {stream} has no ingested hour(s) {', '.join(missing)}")
+        return list(hours)
+    chosen = [h for h in available if (start is None or h >= start) and (end is None or h <= end)]
+    if last is not None:
+        chosen = chosen[-last:]
+    if not chosen:
+        raise NothingToDoError(f"stream {stream} has no ingested hours in the range asked for")
+    return chosen
+
+
+def iter_matrices(
+    store: Store | str,
+    stream: str,
+    hours: Sequence[str],
+    batch_size: int = 8,
+    gray: bool = False,
+    device: str | torch.device = "cpu",
+) -> Iterator[torch.Tensor]:
+    """Yield float32 batches (B, C*H, W) (or (B, H, W) with ``gray``) over the given hours in order.
+
+    All hours must share one frame shape; a mismatch is a DataError naming the hour.
+    """
+    store = Store.of(store)
+    shape = None
+    pending: list[np.ndarray] = []
+    for hour in hours:
+        info = hour_info(store, stream, hour)
+        if shape is None:
+            shape = info.frame_shape
+        elif info.frame_shape != shape:
+            raise DataError(f"hour {hour} of stream {stream} has frames of shape {info.frame_shape}, earlier hours {shape}")
+        for frames, _ in iter_hour_frames(store, stream, hour):
+            mats = frames_to_matrices(frames, gray=gray)  # (rows, C*H, W)
+            pending.extend(mats)
+            while len(pending) >= batch_size:
+                batch, pending = pending[:batch_size], pending[batch_size:]
+                yield torch.from_numpy(np.stack(batch).astype(np.float32)).to(device)
+    if pending:
+        yield torch.from_numpy(np.stack(pending).astype(np.float32)).to(device)
+
+
+def read_rows(store: Store | str, stream: str, hour: str, lo: int, hi: int, gray: bool = False) -> torch.Tensor:
+    """Rows [lo, hi) of a published hour as one float32 tensor (hi - lo, n, d), reading only their parts."""
+    mats = [frames_to_matrices(frames, gray=gray) for frames, _ in iter_hour_frames(store, stream, hour, rows=(lo, hi))]
+    if not mats:
+        raise DataError(f"hour {hour} of stream {stream} has no rows in [{lo}, {hi})")
+    return torch.from_numpy(np.concatenate(mats).astype(np.float32, copy=False))
+
+
+class HourReader:
+    """A re-iterable view of some hours, as ``lrstream.learn`` accepts for training (one pass = one epoch)."""
+
+    def __init__(self, store: Store | str, stream: str, hours: Sequence[str], batch_size: int = 8, gray: bool = False, device="cpu"):
+        self.store, self.stream, self.hours = Store.of(store), stream, list(hours)
+        self.batch_size, self.gray, self.device = batch_size, gray, device
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter_matrices(self.store, self.stream, self.hours, self.batch_size, self.gray, self.device)
+
+    def load(self) -> torch.Tensor:
+        """Every selected frame as one (N, n, d) float32 tensor."""
+        batches = list(self)
+        if not batches:
+            raise DataError(f"hours {', '.join(self.hours)} of stream {self.stream} hold no frames")
+        return torch.cat(batches)

@@ -1,0 +1,152 @@
+"""The evaluate job: apply a stored sketch to the newest hour, report its error gap, flag drift.
+
+:func:`run_evaluation` picks the hour and the sketch version, refuses
+mismatched shapes, scores the sketch next to random sketches of the same
+size (:func:`lrstream.numerics.scoring.evaluate_batches`) and writes one
+report row per (hour, version) (:mod:`lrstream.data.reports`). Drift is the
+sketch's gap exceeding the sparse random gap by more than ``margin``
+(relative); :func:`run_evaluate`, the command, then exits 5 and, if asked,
+submits a retraining (:func:`lrstream.distributed.submit.submit_retrain`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from ..data.reader import hour_info, iter_matrices, matrix_shape
+from ..data.reports import format_reports, read_report, write_report
+from ..data.shards import list_hours
+from ..data.store import Store, check_hour
+from ..data.versions import latest_version, load_version
+from ..distributed.submit import submit_retrain
+from ..errors import EXIT_DRIFT, CommandFailed, DataError, NothingToDoError, UsageError
+from ..numerics.checks import check_rank
+from ..numerics.scoring import evaluate_batches
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    """What ``lrstream evaluate`` does besides choosing the store and stream; the flags mirror these fields."""
+
+    hour: str | None = field(default=None, metadata={"help": "evaluate this hour (default: the newest one the sketch did not train on)"})
+    version: int | None = field(default=None, metadata={"help": "sketch version (default: LATEST)"})
+    k: int | None = field(default=None, metadata={"help": "rank (default: the sketch's)"})
+    margin: float = field(default=0.0, metadata={"help": "drift when the sketch's gap exceeds sparse random's by more than this fraction"})
+    retrain_on_drift: bool = field(default=False, metadata={"help": "on drift, submit `lrstream train` for the stream (a Ray job with id retrain-S-HOUR when RAY_ADDRESS is a dashboard URL)"})
+    workers: int = field(default=2, metadata={"help": "workers for a retraining submitted on drift"})
+    address: str | None = field(default=None, metadata={"help": "Ray dashboard address for --retrain-on-drift (default: $RAY_ADDRESS)"})
+    batch_size: int = field(default=8, metadata={"help": "frames scored at a time"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the numerics"})
+
+
+def _used_hours(meta: dict[str, Any]) -> set[str]:
+    data = meta.get("data") or {}
+    return set(data.get("train_hours", [])) | set(data.get("val_hours", []))
+
+
+def pick_hour(store: Store | str, stream: str, meta: dict[str, Any], hour: str | None = None) -> str:
+    """``hour`` if given (it must be ingested), else the newest ingested hour the sketch did not train or validate on."""
+    available = list_hours(store, stream)
+    if hour is not None:
+        check_hour(hour)  # a mistyped label is a usage error (exit 2), not a missing hour (exit 4)
+        if hour not in available:
+            raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
+        return hour
+    fresh = [h for h in available if h not in _used_hours(meta)]
+    if not fresh:
+        raise NothingToDoError(f"stream {stream} has no ingested hour newer than the sketch's training data (version {meta.get('version')})")
+    return fresh[-1]
+
+
+def run_evaluation(
+    store: Store | str,
+    stream: str,
+    hour: str | None = None,
+    version: int | None = None,
+    k: int | None = None,
+    margin: float = 0.0,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a stored sketch on one hour and append the report row; returns the row with a ``status``.
+
+    status is "evaluated", "exists" (this hour and version were evaluated
+    before: the stored row is returned and nothing is added) or
+    "concurrent" (another run published the row first).
+    """
+    if margin < 0:
+        raise UsageError(f"drift margin must be >= 0, got {margin}")
+    if batch_size < 1:
+        raise UsageError("batch size must be >= 1")
+    store = Store.of(store)
+    version = int(version) if version is not None else latest_version(store, stream)
+    if version is None:
+        raise NothingToDoError(f"stream {stream} has no sketch yet under {store.root} (run `lrstream train` first)")
+    sketch = load_version(store, stream, version)
+    meta = sketch.meta
+    if k is not None:
+        k = check_rank(k, m=sketch.m)  # refused even where the hour was evaluated before
+    chosen = pick_hour(store, stream, meta, hour)
+    previous = read_report(store, stream, chosen, version)
+    if previous is not None:
+        return {**previous, "status": "exists"}
+    info = hour_info(store, stream, chosen)
+    if info.rows == 0:
+        raise DataError(f"hour {chosen} of stream {stream} has no frames")
+    gray = bool((meta.get("data") or {}).get("gray", False))
+    n, d = matrix_shape(info.frame_shape, gray)
+    if n != sketch.n or ("d" in meta and int(meta["d"]) != d):
+        raise DataError(f"hour {chosen} of stream {stream} gives {n}x{d} matrices; sketch version {version} was learned for {sketch.n}x{meta.get('d', '?')}")
+    if k is None:
+        if not meta.get("k"):
+            raise UsageError(f"sketch version {version} records no rank k; pass --k")
+        k = int(meta["k"])
+    k = check_rank(k, m=sketch.m, n=n, d=d)
+    result = evaluate_batches(sketch, iter_matrices(store, stream, [chosen], batch_size=batch_size, gray=gray), k, device=device)
+    row = {
+        "stream": stream,
+        "hour": chosen,
+        "version": version,
+        "kind": str(meta.get("kind", sketch.kind)),
+        "n": n,
+        "d": d,
+        **asdict(result),
+        "ratio": result.ratio,
+        "drift": result.drift(margin),
+        "margin": margin,
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    status = "evaluated" if write_report(store, stream, row) else "concurrent"
+    return {**row, "status": status}
+
+
+def retrain_argv(root: str, stream: str, meta: dict[str, Any], workers: int = 2) -> list[str]:
+    """The `lrstream train` arguments that retrain a sketch like ``meta`` on as many recent hours as it used."""
+    hours = max(len(_used_hours(meta)), 1)
+    return ["train", "--root", root, "--stream", stream, "--k", str(meta["k"]), "--m", str(meta["m"]), "--sketch", str(meta.get("kind", "learned")), "--last", str(hours), "--workers", str(workers)]
+
+
+def run_evaluate(store: Store | str, stream: str, job: EvaluateJob = EvaluateJob(), log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """The ``evaluate`` command: :func:`run_evaluation`, the report table on the log, and drift handling.
+
+    Returns the row with a ``gap`` summary. On drift raises CommandFailed
+    (exit 5) carrying that result, after submitting a retraining when
+    ``job.retrain_on_drift`` (its submission under ``result["retrain"]``).
+    """
+    store = Store.of(store)
+    row = run_evaluation(store, stream, hour=job.hour, version=job.version, k=job.k, margin=job.margin, batch_size=job.batch_size, device=job.device)
+    out = {**row, "gap": {"sketch": row["gap_sketch"], "sparse_random": row["gap_sparse_random"], "dense_random": row["gap_dense_random"], "random_half": row["gap_random_half"]}}
+    log(format_reports([row]))
+    if row["status"] == "exists":
+        log(f"hour {row['hour']} was already evaluated with version {row['version']}; no row added")
+    if not row["drift"]:
+        return out
+    message = f"drift: stream {stream} hour {row['hour']}: sketch version {row['version']} has gap {row['gap_sketch']:.5g}, sparse random {row['gap_sparse_random']:.5g} (margin {row['margin']:.0%})"
+    if job.retrain_on_drift:
+        meta = load_version(store, stream, row["version"]).meta
+        argv = retrain_argv(store.root, stream, meta, workers=job.workers)
+        out["retrain"] = submit_retrain(argv, f"retrain-{stream}-{row['hour']}", address=job.address)
+        message += f"; retraining {out['retrain']['status']} ({out['retrain']['mode']} {out['retrain']['submission_id']})"
+    raise CommandFailed(message, EXIT_DRIFT, out)
