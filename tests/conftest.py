@@ -6,8 +6,8 @@ import torch
 @pytest.fixture(scope="module")
 def video():
     """Synthetic video as (train matrices (36, 144, 64) uint8, prepared test set of 12)."""
-    from lrstream.scw import prepare
-    from lrstream.sources import frames_to_matrices, synthetic_frames
+    from lrstream.numerics.scw import prepare
+    from lrstream.data.sources import frames_to_matrices, synthetic_frames
 
     A = frames_to_matrices(synthetic_frames(48, 48, 64, seed=0))  # (48, 144, 64) uint8
     return A[:36], prepare(A[36:])
@@ -34,3 +34,46 @@ def reference_scw_error(S: np.ndarray, A: np.ndarray, k: int) -> float:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+HOURS = ["2026-01-01T00", "2026-01-01T01", "2026-01-01T02"]
+
+
+def ingest_hours(root, stream="cam", hours=HOURS, frames=14, height=20, width=24, channels=2):
+    """Publish consecutive windows of one synthetic stream as hours (n = channels * height, d = width)."""
+    from lrstream.data.shards import write_hour
+    from lrstream.data.sources import iter_frames
+
+    for i, h in enumerate(hours):
+        src = f"synthetic://?frames={frames}&height={height}&width={width}&channels={channels}&seed=3&start={frames * i}"
+        write_hour(str(root), stream, h, iter_frames(src), src)
+
+
+def retrain_config(workers=2, dtype="float64", **kw):
+    """A small, fast retrain: k=3, m=6, batches of 6, validation every 10 steps."""
+    from lrstream.distributed.config import RetrainConfig
+    from lrstream.training.config import LearnConfig
+
+    learn = {key: kw.pop(key) for key in list(kw) if key in LearnConfig.__dataclass_fields__}
+    lc = LearnConfig(**{"k": 3, "m": 6, "steps": 40, "batch_size": 6, "eval_every": 10, "seed": 1, "dtype": dtype, **learn})
+    return RetrainConfig(learn=lc, workers=workers, checkpoint_every=kw.pop("checkpoint_every", 5), **kw)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Three published hours of stream "cam": 14 frames each of 2 x 20 x 24 (n = 40, d = 24)."""
+    root = tmp_path_factory.mktemp("store")
+    ingest_hours(root)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray per test module (4 logical CPUs: three actors fit on two cores)."""
+    import ray
+
+    from lrstream.distributed.runtime import init_ray
+
+    init_ray(num_cpus=4)
+    yield ray
+    ray.shutdown()

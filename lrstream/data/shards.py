@@ -30,18 +30,18 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
+from pyarrow import ipc
 
 from ..errors import DataError, NothingToDoError, UsageError
 from .sources import Frame
-from .store import MANIFEST as MANIFEST  # re-exported: readers of the format import it from here
-from .store import Store, check_hour, check_stream, hour_start, new_attempt_id
+from .store import MANIFEST, Store, check_hour, check_stream, hour_start, new_attempt_id  # noqa: F401 (MANIFEST: re-exported for readers of the format)
 
 FORMAT = "lrstream-hour"
 FORMAT_VERSION = 1
@@ -56,7 +56,7 @@ class WriteOptions:
     compression: str = field(default="zstd", metadata={"help": "compression of the Arrow IPC parts", "choices": COMPRESSIONS})
     force: bool = field(default=False, metadata={"help": "replace an hour that is already ingested (atomically)"})
 
-    def validate(self) -> "WriteOptions":
+    def validate(self) -> WriteOptions:
         if self.rows_per_shard < 1:
             raise UsageError(f"rows_per_shard must be >= 1, got {self.rows_per_shard}")
         if self.compression not in COMPRESSIONS:

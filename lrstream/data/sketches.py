@@ -20,7 +20,13 @@ from __future__ import annotations
 import json
 
 from ..errors import DataError, NothingToDoError
-from ..numerics.sketch import DENSE_ARRAYS, SPARSE_ARRAYS, Sketch, sketch_arrays, sketch_from_arrays
+from ..numerics.sketch import (
+    DENSE_ARRAYS,
+    SPARSE_ARRAYS,
+    Sketch,
+    sketch_arrays,
+    sketch_from_arrays,
+)
 from .arrays import read_array, write_arrays
 from .store import Store
 

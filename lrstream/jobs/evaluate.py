@@ -11,9 +11,10 @@ submits a retraining (:func:`lrstream.distributed.submit.submit_retrain`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from ..data.reader import hour_info, iter_matrices, matrix_shape
 from ..data.reports import format_reports, read_report, write_report

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..data.reports import format_reports, plot_reports, read_reports
 from ..data.store import Store

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import lrstream as L
-from lrstream.demo import sample_video_path
-from lrstream.sources import frames_to_matrices, read_video
+from lrstream.jobs.demo import sample_video_path
+from lrstream.data.sources import frames_to_matrices, read_video
 
 K, M = 10, 20
 
@@ -56,8 +56,8 @@ def test_spectral_start_beats_the_tensor_sketch_on_later_scenes():
 
     At 4x4-averaged frames (540 x 320 matrices) the selection takes about 20 s on 2 cores.
     """
-    from lrstream.baselines import tensor_sketch
-    from lrstream.datasets import video_matrices
+    from lrstream.training.baselines import tensor_sketch
+    from lrstream.data.datasets import video_matrices
 
     A = video_matrices(pool=4)  # (132, 540, 320)
     train, test = A[:99], L.prepare(A[99:])
@@ -74,9 +74,10 @@ def test_retrain_on_ray_from_ingested_hours(bbb, sparse_gap, tmp_path):
 
     import ray
 
-    from lrstream.retrain import RetrainConfig, retrain
-    from lrstream.shards import write_hour
-    from lrstream.sources import iter_frames
+    from lrstream.distributed.config import RetrainConfig
+from lrstream.distributed.retrain import retrain
+    from lrstream.data.shards import write_hour
+    from lrstream.data.sources import iter_frames
 
     root, path = str(tmp_path), sample_video_path()
     frames = iter_frames(path)

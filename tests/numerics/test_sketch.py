@@ -9,7 +9,8 @@ import torch
 
 import lrstream as L
 from lrstream.errors import DataError, NothingToDoError
-from lrstream.learn import LearnConfig, initial_sketch
+from lrstream.training.config import LearnConfig
+from lrstream.training.sketches import initial_sketch
 
 
 def test_constructors_are_deterministic_and_well_formed():
@@ -44,7 +45,7 @@ def test_mixed_j_initial_sketch_structure():
 def test_save_load_round_trip_is_exact(tmp_path, make):
     S = make()
     S = S.with_values(S.to_dense() * 1.2345 if isinstance(S, L.DenseSketch) else S.values * 0.987654321, note="x")
-    S.save(str(tmp_path / "s"))
+    L.save_sketch(S, str(tmp_path / "s"))
     T = L.load_sketch(str(tmp_path / "s"))
     assert type(T) is type(S) and T.meta == S.meta
     assert torch.equal(T.to_dense(), S.to_dense())
@@ -54,14 +55,14 @@ def test_save_load_round_trip_is_exact(tmp_path, make):
 
 def test_save_load_through_an_fsspec_url():
     S = L.sparse_random(20, 4, seed=5)
-    S.save("memory://bucket/sketches/a")
+    L.save_sketch(S, "memory://bucket/sketches/a")
     assert torch.equal(L.load_sketch("memory://bucket/sketches/a").values, S.values)
 
 
 def _saved(tmp_path):
     S = L.sparse_random(25, 5, seed=0)
     url = tmp_path / "s"
-    S.save(str(url))
+    L.save_sketch(S, str(url))
     return url
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lrstream as L
-from lrstream.baselines import ivy19, ivy19_config, tensor_sketch
+from lrstream.training.baselines import ivy19, ivy19_config, tensor_sketch
 from lrstream.errors import UsageError
 
 

@@ -15,13 +15,14 @@ import lrstream as L
 from lrstream import evaluation
 from lrstream.cli import main
 from lrstream.errors import DataError
-from lrstream.learn import LearnConfig
-from lrstream.reports import read_reports
-from lrstream.retrain import RetrainConfig, retrain
-from lrstream.shards import MANIFEST, write_hour
-from lrstream.sketch_store import load_version, publish_version
-from lrstream.sources import iter_frames
-from lrstream.storage import frames_dir, url_to_fs
+from lrstream.training.config import LearnConfig
+from lrstream.data.reports import read_reports
+from lrstream.distributed.config import RetrainConfig
+from lrstream.distributed.retrain import retrain
+from lrstream.data.shards import MANIFEST, write_hour
+from lrstream.data.versions import load_version, publish_version
+from lrstream.data.sources import iter_frames
+from lrstream.data.store import frames_dir, url_to_fs
 
 HOURS = ["2026-03-01T00", "2026-03-01T01", "2026-03-01T02", "2026-03-01T03"]
 

@@ -1,4 +1,4 @@
-"""Data-parallel retraining: equivalence with single-process learn, the data plan, checkpoints, faults, CLI."""
+"""Data-parallel retraining: the same sketch as learn with the same workers, publishing, Ray faults, async, the train CLI."""
 
 import json
 import subprocess
@@ -9,86 +9,80 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import HOURS, ingest_hours, requires_cuda, retrain_config
 
-from conftest import requires_cuda
 from lrstream.cli import main
-from lrstream.errors import DataError, NothingToDoError, UsageError
-from lrstream.learn import LearnConfig, initial_sketch, learn
-from lrstream.retrain import (
-    ParameterServer,
-    RetrainConfig,
-    Schedule,
-    Segment,
-    build_loop,
-    global_batches,
-    load_segments,
-    plan_data,
-    retrain,
-    split_rows,
-)
-from lrstream.scw import error_gap
-from lrstream.shards import write_hour
-from lrstream.sketch import DenseSketch, sparse_random
-from lrstream.sketch_store import latest_version, list_versions, load_version, publish_version
-from lrstream.sources import iter_frames
+from lrstream.data.selection import load_segments
+from lrstream.data.versions import latest_version, list_versions, load_version, publish_version
+from lrstream.distributed.config import RetrainConfig
+from lrstream.distributed.plan import plan_data
+from lrstream.distributed.retrain import build_loop, retrain
+from lrstream.errors import DataError, NothingToDoError
+from lrstream.numerics.scw import error_gap
+from lrstream.numerics.sketch import DenseSketch, sparse_random
+from lrstream.training.config import LearnConfig
+from lrstream.training.learn import learn
+from lrstream.training.sketches import initial_sketch
 
-HOURS = ["2026-01-01T00", "2026-01-01T01", "2026-01-01T02"]
+_cfg = retrain_config
+_ingest = ingest_hours
 
-
-def _ingest(root, stream="cam", hours=HOURS, frames=14, height=20, width=24, channels=2):
-    for i, h in enumerate(hours):
-        src = f"synthetic://?frames={frames}&height={height}&width={width}&channels={channels}&seed=3&start={frames * i}"
-        write_hour(str(root), stream, h, iter_frames(src), src)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    _ingest(root)
-    return str(root)
+# Every kind and start, as learn and the retrain both train them.
+KINDS_AND_STARTS = [
+    {"kind": "learned"},
+    {"kind": "learned", "positions": True, "steps": 10},
+    {"kind": "mixed-j"},
+    {"kind": "mixed-s"},
+    {"kind": "dense"},
+    {"kind": "dense", "init": "random"},
+    {"kind": "dense", "init": "spectral", "powers": (2.0, 1.0), "half_lives": (None, 0.5)},
+    {"kind": "learned", "refit": True},
+    {"kind": "learned", "loss": "v", "val_split": "random"},
+]
 
 
-def _cfg(workers=2, dtype="float64", **kw):
-    lc = LearnConfig(k=3, m=6, steps=kw.pop("steps", 40), batch_size=6, eval_every=10, seed=1, dtype=dtype)
-    return RetrainConfig(learn=lc, workers=workers, checkpoint_every=kw.pop("checkpoint_every", 5), **kw)
+def _reference(store, res, cfg, weight=None):
+    """``learn`` with the retrain's workers on the same rows: the same computation, in this process."""
+    rows = lambda shares: load_segments(store, "cam", [s for share in shares for s in share], False)  # noqa: E731
+    return learn(rows(res.plan.train), config=cfg.learn, val=rows(res.plan.val), workers=cfg.workers, weight=weight)
 
 
-def _reference(store, res, cfg):
-    """Single-process learn on the same data in the same order."""
-    shares = [load_segments(store, "cam", share, False) for share in res.plan.train]
-    val = load_segments(store, "cam", [s for share in res.plan.val for s in share], False)
-    if len(shares) == 1:
-        return learn(shares[0], config=cfg.learn, val=val)  # learn's own order on a tensor
-    return learn(iter(global_batches(shares, cfg.learn, cfg.learn.steps)), config=cfg.learn, val=val)
-
-
-# ------------------------------------------------------------------ the math: same result as one process
+# ------------------------------------------------------------------ the math: the same sketch as learn
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_workers_reproduce_single_process_learn(store, workers):
+def test_workers_reproduce_learn_with_as_many_workers(store, workers):
     cfg = _cfg(workers)
     res = retrain(store, "cam", cfg, use_ray=False, publish=False)
     ref = _reference(store, res, cfg)
     assert res.sketch.meta["training"]["steps"] == ref.meta["training"]["steps"] == 40
     assert res.sketch.meta["training"]["best_step"] == ref.meta["training"]["best_step"]
-    assert torch.allclose(res.sketch.values, ref.values.to(res.sketch.values.dtype), atol=1e-5, rtol=0)
-    assert float((res.sketch.values - ref.values).abs().max()) < 1e-9  # float64: only summation order differs
+    assert float((res.sketch.values - ref.values).abs().max()) < 1e-9  # float64: only summation order may differ
     curve, ref_curve = np.array(res.sketch.meta["training"]["val_curve"]), np.array(ref.meta["training"]["val_curve"])
     np.testing.assert_allclose(curve, ref_curve, rtol=1e-9)
 
 
-@pytest.mark.parametrize("init", ["tensor", "spectral"])
-def test_dense_tensor_start_reproduces_learn(store, init):
-    # The start is summed from the workers' Gram shares on the driver and seeded into the server.
-    cfg = replace(_cfg(1), learn=replace(_cfg(1).learn, kind="dense", steps=20, init=init, powers=(1.5,), half_lives=(0.5,)))
+@pytest.mark.parametrize("options", KINDS_AND_STARTS, ids=lambda o: "-".join(f"{v}" for v in o.values()))
+def test_every_kind_and_start_matches_learn_in_process(store, options):
+    cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, **options))
     res = retrain(store, "cam", cfg, use_ray=False, publish=False)
     ref = _reference(store, res, cfg)
-    assert isinstance(res.sketch, DenseSketch) and res.sketch.meta["init"] == init
-    assert float((res.sketch.matrix - ref.matrix).abs().max()) < 1e-6  # the final dense S is rescaled to float32
-    curve, ref_curve = np.array(res.sketch.meta["training"]["val_curve"]), np.array(ref.meta["training"]["val_curve"])
-    assert curve[0][0] == 0  # validated at step 0, as learn does for data-dependent starts
-    np.testing.assert_allclose(curve, ref_curve, rtol=1e-9)
+    assert res.sketch.meta["kind"] == ref.meta["kind"] == options["kind"]
+    assert float((res.sketch.to_dense() - ref.to_dense()).abs().max()) < 1e-6  # a dense S is rescaled to float32 at the end
+    assert res.sketch.meta["training"]["steps"] == ref.meta["training"]["steps"]
+    if cfg.learn.data_dependent:
+        assert res.sketch.meta["training"].get("selection", res.sketch.meta["training"])["val_curve"][0][0] == 0  # the start is validated
+
+
+def test_wfro_loss_takes_its_weight_to_every_worker(store):
+    W = np.ones((40, 24), dtype=np.float32)
+    W[:20] = 4.0  # the first channel matters most
+    cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, loss="wfro", steps=20))
+    res = retrain(store, "cam", cfg, use_ray=False, publish=False, weight=W)
+    ref = _reference(store, res, cfg, weight=W)
+    assert res.sketch.meta["loss"] == "wfro" and float((res.sketch.values - ref.values).abs().max()) < 1e-9
+    plain = retrain(store, "cam", replace(cfg, learn=replace(cfg.learn, loss="fro")), use_ray=False, publish=False)
+    assert float((plain.sketch.values - res.sketch.values).abs().max()) > 1e-4  # the weight changed the sketch
 
 
 def test_spectral_start_weighs_each_row_by_its_place_in_time_across_workers(store):
@@ -100,26 +94,28 @@ def test_spectral_start_weighs_each_row_by_its_place_in_time_across_workers(stor
     assert float((two.sketch.matrix - one.sketch.matrix).abs().max()) < 1e-6
     tensor = retrain(store, "cam", replace(_cfg(1), learn=replace(learn_cfg, init="tensor")), use_ray=False, publish=False)
     assert float((tensor.sketch.matrix - one.sketch.matrix).abs().max()) > 1e-3  # the weights changed the start
-    with pytest.raises(UsageError, match="one power and one half-life"):
-        retrain(store, "cam", replace(_cfg(1), learn=replace(learn_cfg, half_lives=(None, 0.5))), use_ray=False, publish=False)
+    # Choosing among candidates: each worker returns its per-candidate, per-fold sums; W=2 chooses as W=1 does.
+    grid = replace(learn_cfg, powers=(2.0, 1.5, 1.0), half_lives=(None, 0.5, 0.25))
+    pick2 = retrain(store, "cam", replace(_cfg(2), learn=grid), use_ray=False, publish=False).sketch.meta["spectral"]
+    pick1 = retrain(store, "cam", replace(_cfg(1), learn=grid), use_ray=False, publish=False).sketch.meta["spectral"]
+    assert pick1["folds"] == 3 and (pick2["power"], pick2["half_life"]) == (pick1["power"], pick1["half_life"])
+    np.testing.assert_allclose([x[2] for x in pick2["scores"]], [x[2] for x in pick1["scores"]], rtol=1e-9)
 
 
-def test_dense_start_is_shared_by_every_worker_and_survives_a_server_restart(store, tmp_path):
+def test_a_dense_start_is_shared_by_every_worker(store):
+    # Same Gram sum (two shares vs one), so the same start up to summation order.
     cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, kind="dense", steps=0))
     two = retrain(store, "cam", cfg, use_ray=False, publish=False)
     one = retrain(store, "cam", replace(cfg, workers=1), use_ray=False, publish=False)
-    # Same Gram sum (two shares vs one), so the same start up to summation order. (Trained, W=2 would
-    # draw other batches than W=1: each worker samples its own share; W>1 is checked against learn on
-    # the same global batches in test_workers_reproduce_single_process_learn.)
     assert float((two.sketch.matrix - one.sketch.matrix).abs().max()) < 1e-6
-    # A server built again after seeding resumes from the seeded start, not from its random placeholder.
-    fit = cfg.learn
-    ps = ParameterServer(fit, two.plan.n, str(tmp_path / "ckpt"), 5)
-    start = np.arange(ps.params().size, dtype=np.float64)
-    assert ps.seed_start(start)["seeded"]
-    again = ParameterServer(fit, two.plan.n, str(tmp_path / "ckpt"), 5)
-    assert again.restored_from == 0 and np.array_equal(again.params(), start)
-    assert not again.seed_start(start + 1)["seeded"]
+
+
+def test_greedy_positions_do_not_depend_on_the_split(store):
+    cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, positions=True, greedy_samples=3, steps=0))
+    two = retrain(store, "cam", cfg, use_ray=False, publish=False).sketch
+    one = retrain(store, "cam", replace(cfg, workers=1), use_ray=False, publish=False).sketch
+    assert two.meta["positions"] == "greedy" and torch.equal(two.positions, one.positions) and torch.equal(two.values, one.values)
+    assert not torch.equal(two.positions, initial_sketch(40, LearnConfig(k=3, m=6, seed=1)).positions)
 
 
 def test_one_worker_float32_is_bitwise_learn(store):
@@ -135,7 +131,8 @@ def test_kinds_give_the_sketch_asked_for(store):
         s = res.sketch
         assert s.m == 7 and s.meta["kind"] == kind and s.positions.shape[0] == 2
         assert int(s.trainable[0].sum()) == s.n and not bool(s.trainable[1].any())  # learned rows, fixed random rows
-        assert res.val_gap is not None and res.val_gap >= 0
+        val = load_segments(store, "cam", [s for share in res.plan.val for s in share], False)
+        assert res.val_gap == pytest.approx(error_gap(s, val, 3), rel=1e-6)  # the reported gap is the sketch's on the held-out hour (workers hold it as float32)
 
 
 @requires_cuda
@@ -160,88 +157,6 @@ def test_plateau_stops_training_and_keeps_the_best_sketch(store):
     assert info["steps"] < 1000  # a learning rate this large stops improving at once
     vals = [v for _, v in info["val_curve"]]
     assert info["val_loss"] == min(vals) and info["best_step"] == info["val_curve"][vals.index(min(vals))][0]
-
-
-# ------------------------------------------------------------------ the data plan
-
-
-def test_split_rows_is_a_balanced_partition():
-    segs = [Segment("a", 0, 7), Segment("b", 3, 5), Segment("c", 0, 11)]
-    for parts in range(1, 21):
-        shares = split_rows(segs, parts)
-        sizes = [sum(s.rows for s in share) for share in shares]
-        assert sum(sizes) == 20 and max(sizes) - min(sizes) <= 1
-        flat = [(s.hour, r) for share in shares for s in share for r in range(s.lo, s.hi)]
-        assert flat == [(s.hour, r) for s in segs for r in range(s.lo, s.hi)]  # in order, no overlap, no gap
-
-
-def test_schedule_is_a_pure_function_of_the_step():
-    sch = Schedule(frames=10, batch=3, seed=5)
-    forward = [sch.indices(t).tolist() for t in range(1, 13)]
-    assert Schedule(10, 3, 5).indices(9).tolist() == forward[8]  # jumping ahead
-    assert sch.indices(2).tolist() == forward[1]  # going back (a resume)
-    for epoch in range(4):  # each epoch: 3 disjoint batches of a permutation
-        rows = sum(forward[3 * epoch : 3 * epoch + 3], [])
-        assert len(set(rows)) == 9
-
-
-def test_plan_holds_out_the_newest_hour_or_a_slice(store):
-    plan = plan_data(store, "cam", 3)
-    assert plan.train_hours == tuple(HOURS[:2]) and plan.val_hours == (HOURS[2],) and plan.validation == "hour"
-    assert (plan.train_frames, plan.val_frames, plan.n, plan.d) == (28, 14, 40, 24)
-    one = plan_data(store, "cam", 2, hours=[HOURS[0]], val_fraction=0.25)
-    assert one.validation == "slice" and one.val_frames == 4 and one.train_frames == 10
-    assert [s.hi for share in one.val for s in share][-1] == 14  # the last rows hold out
-    assert plan_data(store, "cam", 1, last=2, val_fraction=0).validation == "none"
-    gray = plan_data(store, "cam", 1, gray=True)
-    assert (gray.n, gray.d) == (20, 24)
-
-
-def test_bad_training_sets_are_clear_errors(tmp_path, store):
-    with pytest.raises(NothingToDoError, match="no ingested hours"):
-        plan_data(str(tmp_path), "cam", 1)
-    with pytest.raises(DataError, match="too few frames"):
-        plan_data(store, "cam", 20, last=2)
-    root = str(tmp_path / "mixed")
-    _ingest(root, hours=HOURS[:1])
-    _ingest(root, hours=HOURS[1:2], height=22)
-    with pytest.raises(DataError, match="one frame shape"):
-        plan_data(root, "cam", 1)
-    with pytest.raises(UsageError, match="smaller than"):
-        retrain(store, "cam", _cfg(7), use_ray=False)
-
-
-# ------------------------------------------------------------------ checkpoints and the store
-
-
-def test_a_new_parameter_server_resumes_exactly_from_its_checkpoint(store):
-    cfg = _cfg(2)
-    plan = plan_data(store, "cam", 2)
-    straight, _ = build_loop(store, "cam", cfg, plan, use_ray=False, run_id="straight")
-    straight.wait_ready()
-    straight.run()
-    interrupted, _ = build_loop(store, "cam", cfg, plan, use_ray=False, run_id="crash")
-    interrupted.wait_ready()
-    for _ in range(13):
-        interrupted.step()
-    resumed, _ = build_loop(store, "cam", cfg, plan, use_ray=False, run_id="crash")  # a fresh server, as after a crash
-    resumed.wait_ready()
-    assert resumed.version == 10  # the newest checkpoint (every 5 steps; validation at 10 checkpoints too)
-    resumed.run()
-    a, b = straight.result(True), resumed.result(True)
-    np.testing.assert_array_equal(a["params"], b["params"])
-    assert a["info"]["val_curve"] == b["info"]["val_curve"]
-
-
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
-    lc = _cfg(1).learn
-    ps = ParameterServer(lc, 40, str(tmp_path), checkpoint_every=1)
-    grad = {"ok": True, "step": 1, "loss_sum": 1.0, "grad_sum": np.ones(40), "count": 1}
-    ps.apply(grad)
-    ps.apply({**grad, "step": 2})
-    (tmp_path / "step=00000002" / "params.npy").write_bytes(b"garbage")
-    again = ParameterServer(lc, 40, str(tmp_path))
-    assert again.restored_from == 1 and again.version == 1
 
 
 def test_published_version_carries_its_training_record(tmp_path):
@@ -282,21 +197,18 @@ def test_concurrent_publishers_get_distinct_versions_and_latest_never_goes_back(
 # ------------------------------------------------------------------ on Ray: transport, faults, async
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from lrstream.raylib import init_ray
-
-    init_ray(num_cpus=4)  # logical CPUs: 3 actors fit on the 2-core machine
-    yield ray
-    ray.shutdown()
+@pytest.mark.parametrize("options", KINDS_AND_STARTS, ids=lambda o: "-".join(f"{v}" for v in o.values()))
+def test_two_ray_workers_give_learns_sketch_for_every_kind_and_start(ray_local, store, options):
+    cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, **options))
+    res = retrain(store, "cam", cfg, publish=False)
+    ref = _reference(store, res, cfg)
+    assert res.sketch.meta["kind"] == options["kind"] and res.sketch.meta["training"]["workers"] == 2
+    assert float((res.sketch.to_dense() - ref.to_dense()).abs().max()) < 1e-6  # float64 training; dense S rescaled to float32
 
 
 def _in_process_params(store, cfg):
     loop, _ = build_loop(store, "cam", cfg, plan_data(store, "cam", cfg.workers), use_ray=False)
-    loop.wait_ready()
-    loop.run()
+    loop.train()
     return loop.result(True)["params"]
 
 
@@ -304,6 +216,7 @@ def _run_with_fault(ray, store, cfg, fault):
     loop, _ = build_loop(store, "cam", cfg, plan_data(store, "cam", cfg.workers), use_ray=True)
     try:
         loop.wait_ready()
+        loop.begin()
         for _ in range(12):
             loop.step()
         fault(ray, loop)

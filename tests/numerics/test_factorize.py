@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lrstream.errors import DataError, UsageError
-from lrstream.factorize import complete_matrix, truncated_svd, uv_factorize
+from lrstream.numerics.factorize import complete_matrix, truncated_svd, uv_factorize
 
 
 def lowrank(rng, n, d, r, noise=0.0):

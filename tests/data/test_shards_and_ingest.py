@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from lrstream.cli import main
-from lrstream.demo import sample_video_path
+from lrstream.jobs.demo import sample_video_path
 from lrstream.errors import DataError, NothingToDoError
-from lrstream.ingest import IngestSpec, Ingestor, ingest_many
-from lrstream.reader import HourReader, iter_matrices, select_hours
-from lrstream.shards import MANIFEST, WriteOptions, iter_hour_frames, list_hours, part_urls, read_manifest, write_hour
-from lrstream.sources import frames_to_matrices, iter_frames, read_video, synthetic_frames
-from lrstream.storage import publish, url_to_fs
+from lrstream.distributed.ingest import IngestSpec, Ingestor, ingest_many
+from lrstream.data.reader import HourReader, iter_matrices, select_hours
+from lrstream.data.shards import MANIFEST, WriteOptions, iter_hour_frames, list_hours, part_urls, read_manifest, write_hour
+from lrstream.data.sources import frames_to_matrices, iter_frames, read_video, synthetic_frames
+from lrstream.data.store import publish, url_to_fs
 
 H1, H2, H3 = "2026-11-22T01", "2026-11-22T02", "2026-11-22T03"
 SYN = "synthetic://?frames=20&height=24&width=32&seed=1"
@@ -232,7 +232,7 @@ def test_in_process_actor_reports_errors_as_data(tmp_path):
 def ray_local():
     import ray
 
-    from lrstream.raylib import init_ray
+    from lrstream.distributed.runtime import init_ray
 
     init_ray(num_cpus=2)
     yield

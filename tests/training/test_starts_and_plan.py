@@ -1,4 +1,4 @@
-"""Data-dependent starts and the published methods: greedy positions, dense learning, 1Shot1Vec, FewShotSGD, plan."""
+"""Data-dependent starts (numerics.starts, spectral, greedy), the published methods (training.baselines) and plan: greedy positions, dense learning, 1Shot1Vec, FewShotSGD, plan."""
 
 import json
 from dataclasses import asdict
@@ -8,13 +8,15 @@ import pytest
 import torch
 
 import lrstream as L
-from lrstream.baselines import few_shot_sgd, li23, one_shot_one_vec, tensor_sketch
+from lrstream.training.baselines import few_shot_sgd, li23, one_shot_one_vec, tensor_sketch
 from lrstream.errors import UsageError
-from lrstream.inits import _candidate_losses, gram_sum, greedy_positions, recency_weights, select_spectral, spectral_gram
-from lrstream.learn import LearnConfig
-from lrstream.plan import plan_sketch_size
-from lrstream.retrain import RetrainConfig
-from lrstream.sources import frames_to_matrices, synthetic_frames
+from lrstream.numerics.greedy import _candidate_losses, greedy_positions
+from lrstream.numerics.spectral import select_spectral
+from lrstream.numerics.starts import gram_sum, recency_weights, spectral_gram
+from lrstream.training.config import LearnConfig
+from lrstream.training.plan import plan_sketch_size
+from lrstream.distributed.config import RetrainConfig
+from lrstream.data.sources import frames_to_matrices, synthetic_frames
 
 from conftest import reference_scw_error
 
@@ -47,9 +49,9 @@ def test_greedy_candidate_losses_match_explicit_scw(rng, dtype):
 
 
 def test_greedy_positions_beat_random_positions(video, random_gap):
-    from lrstream.learn import _normalize_batch
+    from lrstream.numerics.linalg import normalize_batch
 
-    A = _normalize_batch(torch.as_tensor(video[0]).float())
+    A = normalize_batch(torch.as_tensor(video[0]).float())
     pos, val = greedy_positions(A, M, K, samples=2, seed=0)
     assert pos.shape == (144,) and int(pos.min()) >= 0 and int(pos.max()) < M
     assert torch.bincount(pos, minlength=M).min() >= 1  # every row of S is used
@@ -77,7 +79,7 @@ def test_dense_learning_starts_from_the_tensor_sketch_and_is_never_worse_on_vali
     assert info["val_loss"] <= info["val_curve"][0][1]
     start = tensor_sketch(train, M)
     assert L.error_gap(S, video[1], K) < 1.1 * L.error_gap(start, video[1], K)
-    S.save(str(tmp_path / "dense"))
+    L.save_sketch(S, str(tmp_path / "dense"))
     back = L.load_sketch(str(tmp_path / "dense"))
     assert torch.equal(back.matrix, S.matrix) and back.meta["config"]["kind"] == "dense"
     rnd = L.learn(train, K, M, kind="dense", init="random", steps=120)
@@ -108,12 +110,9 @@ def test_bad_start_options(video, kwargs):
 def test_data_dependent_starts_need_rereadable_data(video):
     with pytest.raises(UsageError, match="one-shot"):
         L.learn((video[0][i : i + 8] for i in range(0, 32, 8)), K, M, kind="dense", steps=2)
-    with pytest.raises(UsageError, match="positions"):
-        RetrainConfig(learn=LearnConfig(k=K, m=M, positions=True)).validate()
-    RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense")).validate()  # the tensor start is summed over workers
-    RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense", init="random")).validate()
-    with pytest.raises(UsageError, match="spectral"):
-        RetrainConfig(learn=LearnConfig(k=K, m=M, kind="dense", init="spectral")).validate()
+    # The retrain trains every start learn does: each is a sum over the workers' shares.
+    for options in ({"positions": True}, {"kind": "dense"}, {"kind": "dense", "init": "random"}, {"kind": "dense", "init": "spectral"}):
+        RetrainConfig(learn=LearnConfig(k=K, m=M, **options)).validate()
 
 
 @pytest.mark.parametrize("kind", ["dense", "learned"])
@@ -132,11 +131,10 @@ def test_refit_trains_on_all_matrices_for_the_validated_step_count(video, kind):
         assert not torch.equal(S.to_dense(), chosen.to_dense())  # the nine newest frames changed the sketch
 
 
-def test_refit_needs_in_memory_data_and_is_not_on_ray(video):
+def test_refit_needs_in_memory_data(video):
     with pytest.raises(UsageError, match="array"):
         L.learn([video[0][:16], video[0][16:]], K, M, steps=2, refit=True, val=video[0][:4])
-    with pytest.raises(UsageError, match="refit"):
-        RetrainConfig(learn=LearnConfig(k=K, m=M, kind="learned", refit=True)).validate()
+    RetrainConfig(learn=LearnConfig(k=K, m=M, kind="learned", refit=True, loss="wfro")).validate()  # both train on Ray too
 
 
 def test_published_baselines_run_and_beat_random(video, random_gap):
@@ -174,8 +172,8 @@ def test_plan_command_reads_stored_hours_and_reports_json(tmp_path, capsys):
     import json
 
     from lrstream.cli import main
-    from lrstream.shards import write_hour
-    from lrstream.sources import iter_frames
+    from lrstream.data.shards import write_hour
+    from lrstream.data.sources import iter_frames
 
     for i, h in enumerate(["2026-11-22T10", "2026-11-22T11"]):
         src = f"synthetic://?frames=12&height=20&width=24&channels=2&seed=3&start={12 * i}"
@@ -249,12 +247,12 @@ def test_learn_config_survives_a_json_round_trip():
 
 
 def test_spectral_selection_is_the_same_whatever_memory_allows(monkeypatch):
-    import lrstream.inits as inits
+    import lrstream.numerics.spectral as spectral
 
     A = L.prepare(_drifting_stream(30, change=20)).matrices  # (30, 60, 40)
     ref, ref_record = select_spectral(A, 4, 6)
     for budget in (30 * 60 * 60 * 4, 0):  # float32 per-matrix terms, then no terms (one Gram per candidate)
-        monkeypatch.setattr(inits, "_TERMS_BYTES", budget)
+        monkeypatch.setattr(spectral, "_TERMS_BYTES", budget)
         S, record = select_spectral(A, 4, 6)
         assert (record["power"], record["half_life"]) == (ref_record["power"], ref_record["half_life"])
         np.testing.assert_allclose([x[2] for x in record["scores"]], [x[2] for x in ref_record["scores"]], rtol=1e-5)

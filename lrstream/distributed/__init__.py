@@ -1,0 +1,1 @@
+"""The only package that imports Ray: runtime, roles over stored data, the data plan, the retrain job, ingest actors."""
