@@ -37,9 +37,9 @@ from _report import write_report  # noqa: E402
 import torch
 
 import lrstream as L
-from lrstream.demo import sample_video_path
-from lrstream.linalg import gram_basis
-from lrstream.sources import frames_to_matrices, read_video
+from lrstream.data.datasets import sample_video_path
+from lrstream.numerics.linalg import gram_basis
+from lrstream.data.sources import frames_to_matrices, read_video
 
 K, M = 10, 20
 

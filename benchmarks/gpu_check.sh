@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
 dev=${DEVICE:-cuda}
 if [ -z "$video" ]; then
-    video=$($py -c "from lrstream.demo import sample_video_path; print(sample_video_path() or '')")
+    video=$($py -c "from lrstream.data.datasets import sample_video_path; print(sample_video_path() or '')")
 fi
 declare -A status
 
@@ -51,10 +51,10 @@ cp /tmp/lrstream-gpu-demo/report-demo.png "$out/" 2>/dev/null
 # The same sketch and hour evaluated on CPU and on CUDA must agree.
 step agreement 150 $py - "$dev" > "$out/agreement.log" 2>&1 <<'EOF'
 import json, sys
-from lrstream.evaluation import evaluate_batches
-from lrstream.reader import iter_matrices
-from lrstream.shards import list_hours
-from lrstream.sketch_store import load_version
+from lrstream.numerics.scoring import evaluate_batches
+from lrstream.data.reader import iter_matrices
+from lrstream.data.shards import list_hours
+from lrstream.data.versions import load_version
 
 root, stream = "/tmp/lrstream-gpu-demo", "demo"
 sketch = load_version(root, stream)

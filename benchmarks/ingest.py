@@ -22,9 +22,9 @@ import av
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _report import write_report  # noqa: E402
 
-from lrstream.demo import sample_video_path
-from lrstream.shards import WriteOptions, write_hour
-from lrstream.sources import iter_frames
+from lrstream.data.datasets import sample_video_path
+from lrstream.data.shards import WriteOptions, write_hour
+from lrstream.data.sources import iter_frames
 
 
 def decode_only(url: str) -> tuple[int, int, float]:

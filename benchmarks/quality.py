@@ -36,8 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _report import write_report  # noqa: E402
 
 import lrstream as L
-from lrstream.baselines import few_shot_sgd, ivy19, li23, one_shot_one_vec, tensor_sketch
-from lrstream.datasets import lfw_mosaics, lfw_split, resize, sample_video, video_matrices
+from lrstream.training.baselines import few_shot_sgd, ivy19, li23, one_shot_one_vec, tensor_sketch
+from lrstream.data.datasets import lfw_mosaics, lfw_split, resize, sample_video, video_matrices
 
 def bbb_data(video: str | None) -> tuple[np.ndarray, np.ndarray]:
     return forward_split(video_matrices(pool=2, path=video))  # (132, 1080, 640)

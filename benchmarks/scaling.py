@@ -26,12 +26,14 @@ from _report import write_report  # noqa: E402
 
 import ray
 
-from lrstream.demo import sample_video_path
-from lrstream.learn import LearnConfig
-from lrstream.raylib import init_ray
-from lrstream.retrain import RetrainConfig, build_loop, plan_data
-from lrstream.shards import WriteOptions, write_hour
-from lrstream.sources import iter_frames
+from lrstream.data.datasets import sample_video_path
+from lrstream.training.config import LearnConfig
+from lrstream.distributed.runtime import init_ray
+from lrstream.distributed.config import RetrainConfig
+from lrstream.distributed.plan import plan_data
+from lrstream.distributed.retrain import build_loop
+from lrstream.data.shards import WriteOptions, write_hour
+from lrstream.data.sources import iter_frames
 
 
 def measure(root: str, workers: int, args) -> dict:
@@ -43,6 +45,7 @@ def measure(root: str, workers: int, args) -> dict:
         t = time.perf_counter()
         loop.wait_ready()
         load = time.perf_counter() - t
+        loop.begin()
         for _ in range(args.warmup):
             loop.step()
         before = ray.get(loop.ps.status.remote())

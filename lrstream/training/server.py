@@ -29,6 +29,7 @@ class Server:
         self.stepper = Stepper(torch.from_numpy(np.array(params)), cfg)
         self.progress = Progress(cfg, self.stepper.params)
         self.busy_seconds = 0.0
+        self.critical_seconds = 0.0  # the slowest worker's gradient time, summed over sync steps
         self.dropped = 0
         self.exhausted = False
         self.restored_from: int | None = None
@@ -41,7 +42,7 @@ class Server:
         return self.stepper.params.detach().numpy().copy()
 
     def status(self) -> dict[str, Any]:
-        return {"version": self.version, "stopped": self.progress.stopped or self.exhausted, "restored_from": self.restored_from, "busy_seconds": self.busy_seconds, "dropped": self.dropped, "pid": os.getpid()}
+        return {"version": self.version, "stopped": self.progress.stopped or self.exhausted, "restored_from": self.restored_from, "busy_seconds": self.busy_seconds, "critical_seconds": self.critical_seconds, "dropped": self.dropped, "pid": os.getpid()}
 
     def saved(self, after_validation: bool = False) -> None:
         """Hook after a step or a validation; the in-process server keeps nothing."""
@@ -61,6 +62,7 @@ class Server:
             # Gradients for another step (e.g. computed before this server resumed from a checkpoint).
             return {"applied": False, "version": self.version}
         count = sum(r["count"] for r in results)
+        self.critical_seconds += max(r.get("seconds", 0.0) for r in results)  # the slowest worker bounds the step
         grad = torch.from_numpy(np.sum([r["grad_sum"] for r in results], axis=0)) / count  # (p,)
         self._step(grad, sum(r["loss_sum"] for r in results) / count)
         self.busy_seconds += time.perf_counter() - t0

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lrstream.cli import main
-from lrstream.jobs.demo import sample_video_path
+from lrstream.data.datasets import sample_video_path
 from lrstream.errors import DataError, NothingToDoError
 from lrstream.distributed.ingest import IngestSpec, Ingestor, ingest_many
 from lrstream.data.reader import HourReader, iter_matrices, select_hours
@@ -223,7 +223,7 @@ def test_reader_yields_float_matrices_in_batches(tmp_path):
 def test_in_process_actor_reports_errors_as_data(tmp_path):
     actor = Ingestor(str(tmp_path), "cam")
     bad = actor.ingest(H1, str(tmp_path / "missing.mp4"))
-    assert bad == {"ok": False, "stream": "cam", "hour": H1, "exit_code": 3, "error": f"source not found: {tmp_path / 'missing.mp4'}"}
+    assert bad == {"ok": False, "stream": "cam", "hour": H1, "exit_code": 3, "error": f"source not found: {tmp_path / 'missing.mp4'}", "type": "DataError"}
     good = actor.ingest(H1, SYN)
     assert good["ok"] and good["rows"] == 20
 

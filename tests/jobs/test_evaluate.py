@@ -1,4 +1,4 @@
-"""Scheduled evaluation: the gap math, hour selection, idempotent Parquet reports, drift, the report command."""
+"""Scheduled evaluation (numerics.scoring, jobs.evaluate): the gap math, hour selection, idempotent Parquet reports, drift, the report command."""
 
 import hashlib
 import json
@@ -12,7 +12,9 @@ import torch
 from conftest import reference_scw_error
 
 import lrstream as L
-from lrstream import evaluation
+from lrstream.distributed.submit import submit_retrain
+from lrstream.jobs import evaluate as evaluation
+from lrstream.numerics.scoring import evaluate_batches
 from lrstream.cli import main
 from lrstream.errors import DataError
 from lrstream.training.config import LearnConfig
@@ -22,7 +24,7 @@ from lrstream.distributed.retrain import retrain
 from lrstream.data.shards import MANIFEST, write_hour
 from lrstream.data.versions import load_version, publish_version
 from lrstream.data.sources import iter_frames
-from lrstream.data.store import frames_dir, url_to_fs
+from lrstream.data.store import Store
 
 HOURS = ["2026-03-01T00", "2026-03-01T01", "2026-03-01T02", "2026-03-01T03"]
 
@@ -47,7 +49,8 @@ def store(tmp_path):
 
 def _stored_bytes(root):
     """Digest of every file under frames/ and sketches/: what evaluating must leave as it was."""
-    fs, base = url_to_fs(root)
+    store = Store(root)
+    fs, base = store.fs, store.base
     paths = sorted(p for top in ("frames", "sketches") for p in fs.find(f"{base}/{top}"))
     return {p: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in paths}
 
@@ -66,7 +69,7 @@ def test_gaps_match_an_independent_float64_reference(rng):
     A = rng.standard_normal((7, 60, 30)) * np.logspace(0, -2, 30)
     learned = L.mixed(L.sparse_random(60, 5, seed=3), 5, seed=4)
     batches = [torch.from_numpy(A[:3]).float(), torch.from_numpy(A[3:]).float()]  # streamed in two batches
-    res = evaluation.evaluate_batches(learned, batches, k=4)
+    res = evaluate_batches(learned, batches, k=4)
     gap, opt = _numpy_gap(learned, A, 4)
     assert res.frames == 7 and res.m == 10
     np.testing.assert_allclose(res.optimal_error, opt, rtol=1e-6)
@@ -77,7 +80,7 @@ def test_gaps_match_an_independent_float64_reference(rng):
     assert res.gap_sketch <= res.gap_random_half + 1e-9  # the mixed sketch's guarantee
     assert res.seconds_per_frame > 0
     with pytest.raises(DataError, match="n=50"):
-        evaluation.evaluate_batches(learned, [torch.zeros(1, 50, 30)], k=4)
+        evaluate_batches(learned, [torch.zeros(1, 50, 30)], k=4)
 
 
 def test_evaluates_the_newest_unseen_hour_once(store):
@@ -128,7 +131,7 @@ def test_evaluate_cli_json_and_exit_codes(store, tmp_path, capsys):
 
 
 def test_an_empty_hour_is_a_data_error(store):
-    path = f"{frames_dir(store, 'cam', HOURS[3])}/{MANIFEST}"
+    path = Store(store).hour_manifest("cam", HOURS[3])
     with open(path) as f:
         doc = json.load(f)
     doc.update(rows=0, files=[])
@@ -172,7 +175,7 @@ def test_retrain_on_drift_submits_the_matching_train_command(store, monkeypatch,
 def test_submit_retrain_runs_locally_without_a_dashboard(store, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     argv = evaluation.retrain_argv(store, "cam", load_version(store, "cam").meta) + ["--no-ray", "--steps", "5"]
-    out = evaluation.submit_retrain(argv, "retrain-cam-x")
+    out = submit_retrain(argv, "retrain-cam-x")
     assert out["status"] == "done" and load_version(store, "cam").meta["version"] == 2
 
 

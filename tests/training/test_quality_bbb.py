@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lrstream as L
-from lrstream.jobs.demo import sample_video_path
+from lrstream.data.datasets import sample_video_path
 from lrstream.data.sources import frames_to_matrices, read_video
 
 K, M = 10, 20
@@ -75,7 +75,7 @@ def test_retrain_on_ray_from_ingested_hours(bbb, sparse_gap, tmp_path):
     import ray
 
     from lrstream.distributed.config import RetrainConfig
-from lrstream.distributed.retrain import retrain
+    from lrstream.distributed.retrain import retrain
     from lrstream.data.shards import write_hour
     from lrstream.data.sources import iter_frames
 
