@@ -34,7 +34,7 @@ step() {
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 $py -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" | tee -a "$out/gpu.txt"
 
-step pytest_cuda 120 $py -m pytest -q -p no:cacheprovider tests/test_scw.py tests/test_retrain.py -k cuda -rs \
+step pytest_cuda 120 $py -m pytest -q -p no:cacheprovider tests/numerics/test_scw.py tests/distributed/test_retrain.py -m gpu -rs \
     > "$out/pytest_cuda.log" 2>&1
 tail -3 "$out/pytest_cuda.log"
 

@@ -33,7 +33,9 @@ def reference_scw_error(S: np.ndarray, A: np.ndarray, k: int) -> float:
     return float(np.linalg.norm(A - approx))
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def requires_cuda(test):
+    """Mark a test ``gpu`` (``-m "not gpu"`` deselects it) and skip it where CUDA is absent."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
 
 
 HOURS = ["2026-01-01T00", "2026-01-01T01", "2026-01-01T02"]

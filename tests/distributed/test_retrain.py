@@ -308,6 +308,24 @@ def test_train_cli_spectral_start(tmp_path, capsys):
     assert "half-life" in capsys.readouterr().err
 
 
+def test_train_cli_takes_every_learn_option(tmp_path, capsys):
+    # What once only lrstream.learn could train: a start chosen among candidates, refit, greedy positions, the wfro loss.
+    store = str(tmp_path)
+    _ingest(store)
+    base = ["train", "--root", store, "--stream", "cam", "--k", "3", "--m", "6", "--steps", "10", "--eval-every", "5", "--no-ray", "--json"]
+    assert main([*base, "--sketch", "dense", "--init", "spectral", "--powers", "2,1", "--half-lives", "none,0.5", "--refit"]) == 0
+    sketch = load_version(store, "cam", json.loads(capsys.readouterr().out.strip().splitlines()[-1])["version"])
+    assert sketch.meta["spectral"]["folds"] >= 1 and len(sketch.meta["spectral"]["scores"]) == 4
+    assert sketch.meta["training"]["refit"]["matrices"] == 42 and sketch.meta["training"]["selection"]["steps"] == 10
+    np.save(tmp_path / "w.npy", np.ones((40, 24), dtype=np.float32))
+    assert main([*base, "--positions", "--greedy-samples", "2", "--loss", "wfro", "--weight", str(tmp_path / "w.npy")]) == 0
+    sketch = load_version(store, "cam", json.loads(capsys.readouterr().out.strip().splitlines()[-1])["version"])
+    assert sketch.meta["positions"] == "greedy" and sketch.meta["loss"] == "wfro"
+    assert main([*base, "--loss", "wfro"]) == 2 and "weight" in capsys.readouterr().err  # wfro without its weight
+    np.save(tmp_path / "bad.npy", np.ones((3, 3), dtype=np.float32))
+    assert main([*base, "--loss", "wfro", "--weight", str(tmp_path / "bad.npy")]) == 2
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_train_cli_cuda_without_gpu_is_a_usage_error(store, capsys):
     assert main(["train", "--root", store, "--stream", "cam", "--k", "3", "--m", "6", "--no-ray", "--device", "cuda"]) == 2

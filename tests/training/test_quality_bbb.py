@@ -12,6 +12,8 @@ import lrstream as L
 from lrstream.data.datasets import sample_video_path
 from lrstream.data.sources import frames_to_matrices, read_video
 
+pytestmark = pytest.mark.slow  # -m "not slow" leaves these out of a quick run
+
 K, M = 10, 20
 
 
