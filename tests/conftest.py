@@ -6,8 +6,8 @@ import torch
 @pytest.fixture(scope="module")
 def video():
     """Synthetic video as (train matrices (36, 144, 64) uint8, prepared test set of 12)."""
-    from lrstream.numerics.scw import prepare
     from lrstream.data.sources import frames_to_matrices, synthetic_frames
+    from lrstream.numerics.scw import prepare
 
     A = frames_to_matrices(synthetic_frames(48, 48, 64, seed=0))  # (48, 144, 64) uint8
     return A[:36], prepare(A[36:])

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import check_rank, resolve_device
 from ..errors import DataError, UsageError
+from .checks import check_rank, resolve_device
 
 
 def _as_matrix(A, name: str = "A", allow_nan: bool = False) -> torch.Tensor:

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import as_batch, check_rank
 from ..errors import DataError, UsageError
+from .checks import as_batch, check_rank
 from .linalg import gram_basis, normalize_by_sigma1, optimal_error, row_space_basis, singular_values
 from .sketch import Sketch
-
 
 METHODS = ("svd", "gram")
 

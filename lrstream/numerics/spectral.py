@@ -18,6 +18,7 @@ adds them up. :func:`select_spectral` is the one-share case.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 from ..errors import UsageError

@@ -15,12 +15,12 @@ import torch
 
 from lrstream.cli import main
 from lrstream.data.datasets import sample_video_path
-from lrstream.errors import DataError, NothingToDoError
-from lrstream.distributed.ingest import IngestSpec, Ingestor, ingest_many
 from lrstream.data.reader import HourReader, iter_matrices, select_hours
 from lrstream.data.shards import MANIFEST, WriteOptions, iter_hour_frames, list_hours, part_urls, read_manifest, write_hour
 from lrstream.data.sources import frames_to_matrices, iter_frames, read_video, synthetic_frames
 from lrstream.data.store import publish, url_to_fs
+from lrstream.distributed.ingest import Ingestor, IngestSpec, ingest_many
+from lrstream.errors import DataError, NothingToDoError
 
 H1, H2, H3 = "2026-11-22T01", "2026-11-22T02", "2026-11-22T03"
 SYN = "synthetic://?frames=20&height=24&width=32&seed=1"

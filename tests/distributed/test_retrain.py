@@ -19,7 +19,7 @@ from lrstream.distributed.plan import plan_data
 from lrstream.distributed.retrain import build_loop, retrain
 from lrstream.errors import DataError, NothingToDoError
 from lrstream.numerics.scw import error_gap
-from lrstream.numerics.sketch import DenseSketch, sparse_random
+from lrstream.numerics.sketch import sparse_random
 from lrstream.training.config import LearnConfig
 from lrstream.training.learn import learn
 from lrstream.training.sketches import initial_sketch

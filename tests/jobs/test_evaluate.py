@@ -12,19 +12,19 @@ import torch
 from conftest import reference_scw_error
 
 import lrstream as L
-from lrstream.distributed.submit import submit_retrain
-from lrstream.jobs import evaluate as evaluation
-from lrstream.numerics.scoring import evaluate_batches
 from lrstream.cli import main
-from lrstream.errors import DataError
-from lrstream.training.config import LearnConfig
 from lrstream.data.reports import read_reports
-from lrstream.distributed.config import RetrainConfig
-from lrstream.distributed.retrain import retrain
-from lrstream.data.shards import MANIFEST, write_hour
-from lrstream.data.versions import load_version, publish_version
+from lrstream.data.shards import write_hour
 from lrstream.data.sources import iter_frames
 from lrstream.data.store import Store
+from lrstream.data.versions import load_version, publish_version
+from lrstream.distributed.config import RetrainConfig
+from lrstream.distributed.retrain import retrain
+from lrstream.distributed.submit import submit_retrain
+from lrstream.errors import DataError
+from lrstream.jobs import evaluate as evaluation
+from lrstream.numerics.scoring import evaluate_batches
+from lrstream.training.config import LearnConfig
 
 HOURS = ["2026-03-01T00", "2026-03-01T01", "2026-03-01T02", "2026-03-01T03"]
 

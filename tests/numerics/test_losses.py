@@ -4,12 +4,11 @@ import pytest
 import torch
 
 import lrstream as L
+from lrstream.numerics.linalg import row_space_basis, top_k_projector
+from lrstream.numerics.losses import sketch_loss
 from lrstream.training.config import LearnConfig
 from lrstream.training.core import batch_gradient
 from lrstream.training.sketches import initial_sketch
-from lrstream.numerics.linalg import row_space_basis, top_k_projector
-from lrstream.numerics.losses import sketch_loss
-
 
 
 @pytest.fixture(autouse=True)

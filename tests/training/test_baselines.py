@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import lrstream as L
-from lrstream.training.baselines import ivy19, ivy19_config, tensor_sketch
 from lrstream.errors import UsageError
+from lrstream.training.baselines import ivy19, ivy19_config, tensor_sketch
 
 
 def _shared_subspace(rng, N, n=60, d=40, r=8, noise=0.05):

@@ -58,8 +58,8 @@ def test_spectral_start_beats_the_tensor_sketch_on_later_scenes():
 
     At 4x4-averaged frames (540 x 320 matrices) the selection takes about 20 s on 2 cores.
     """
-    from lrstream.training.baselines import tensor_sketch
     from lrstream.data.datasets import video_matrices
+    from lrstream.training.baselines import tensor_sketch
 
     A = video_matrices(pool=4)  # (132, 540, 320)
     train, test = A[:99], L.prepare(A[99:])
@@ -76,10 +76,10 @@ def test_retrain_on_ray_from_ingested_hours(bbb, sparse_gap, tmp_path):
 
     import ray
 
-    from lrstream.distributed.config import RetrainConfig
-    from lrstream.distributed.retrain import retrain
     from lrstream.data.shards import write_hour
     from lrstream.data.sources import iter_frames
+    from lrstream.distributed.config import RetrainConfig
+    from lrstream.distributed.retrain import retrain
 
     root, path = str(tmp_path), sample_video_path()
     frames = iter_frames(path)

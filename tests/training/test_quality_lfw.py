@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import lrstream as L
-from lrstream.training.baselines import ivy19, tensor_sketch
 from lrstream.data.datasets import lfw_mosaics, lfw_split, resize, video_matrices
+from lrstream.training.baselines import ivy19, tensor_sketch
 
 K, M = 5, 10
 

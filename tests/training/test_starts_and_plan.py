@@ -6,19 +6,18 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from conftest import reference_scw_error
 
 import lrstream as L
-from lrstream.training.baselines import few_shot_sgd, li23, one_shot_one_vec, tensor_sketch
+from lrstream.data.sources import frames_to_matrices, synthetic_frames
+from lrstream.distributed.config import RetrainConfig
 from lrstream.errors import UsageError
 from lrstream.numerics.greedy import _candidate_losses, greedy_positions
 from lrstream.numerics.spectral import select_spectral
 from lrstream.numerics.starts import gram_sum, recency_weights, spectral_gram
+from lrstream.training.baselines import few_shot_sgd, li23, one_shot_one_vec, tensor_sketch
 from lrstream.training.config import LearnConfig
 from lrstream.training.plan import plan_sketch_size
-from lrstream.distributed.config import RetrainConfig
-from lrstream.data.sources import frames_to_matrices, synthetic_frames
-
-from conftest import reference_scw_error
 
 K, M = 4, 8
 
