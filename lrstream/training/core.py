@@ -162,9 +162,8 @@ class Progress:
         self.val_curve: list[list[float]] = []
         self.stopped = False
 
-    def due_validation(self, before: int, after: int) -> bool:
-        """Whether a validation falls in steps (before, after]: a multiple of eval_every was crossed, or the last step reached."""
-        return after // self.cfg.eval_every > before // self.cfg.eval_every or (after == self.cfg.steps and before < after)
+    def record_step(self, step: int, loss: float) -> None:
+        self.curve.append([step, loss])
 
     def record_val(self, step: int, loss: float, params: torch.Tensor) -> bool:
         """Record the validation loss after ``step`` steps; returns True when training should stop."""

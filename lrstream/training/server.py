@@ -49,7 +49,7 @@ class Server:
 
     def _step(self, grad: torch.Tensor, loss: float) -> None:
         self.stepper.apply(grad)
-        self.progress.curve.append([self.version, loss])
+        self.progress.record_step(self.version, loss)
         self.saved()
 
     def apply(self, *results: dict[str, Any]) -> dict[str, Any]:
