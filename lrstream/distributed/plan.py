@@ -10,7 +10,7 @@ subset :func:`lrstream.training.core.holdout` picks among all the rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -50,6 +50,17 @@ class DataPlan:
         starts = np.cumsum([0, *sizes])
         return [np.arange(starts[r], starts[r] + sizes[r]) for r in range(len(sizes))]
 
+    def for_refit(self) -> "DataPlan":
+        """The same plan with every row, validation rows included, training in time order; the validation rows stay for scoring."""
+        rows = sorted((s for share in (*self.train, *self.val) for s in share), key=lambda s: (s.hour, s.lo))  # hour labels sort in time
+        merged: list[Segment] = []
+        for s in rows:
+            if merged and merged[-1].hour == s.hour and merged[-1].hi == s.lo:
+                merged[-1] = Segment(s.hour, merged[-1].lo, s.hi)
+            else:
+                merged.append(s)
+        return replace(self, train=split_rows(merged, len(self.train)))
+
     def describe(self) -> dict[str, Any]:
         return {
             "stream": self.stream,
@@ -75,7 +86,6 @@ def plan_data(
     gray: bool = False,
     val_split: str | None = None,
     seed: int = 0,
-    everything: bool = False,
 ) -> DataPlan:
     """Select the training hours and hold out validation data.
 
@@ -84,8 +94,7 @@ def plan_data(
     ask of it); with a single hour its last ``val_fraction`` of rows is;
     ``val_split="random"`` holds out a seeded random ``val_fraction`` of all
     the rows instead. ``val_fraction = 0`` trains on everything without
-    validation, and so does ``everything=True`` (a refit: the same hours,
-    validation rows included, in time order).
+    validation.
     """
     store = Store.of(store)
     chosen = select_hours(store, stream, hours=hours, last=last, start=start, end=end)
@@ -96,7 +105,7 @@ def plan_data(
             raise DataError(f"hour {info.hour} of stream {stream} has frames of shape {tuple(info.frame_shape)}, hour {infos[0].hour} {tuple(shape)}: one sketch needs one frame shape")
     rows = {i.hour: i.rows for i in infos}
     whole = [Segment(h, 0, rows[h]) for h in chosen]
-    if val_fraction <= 0 or everything:
+    if val_fraction <= 0:
         train_segs, val_segs, validation = whole, [], "none"
     elif val_split == "random":
         total = sum(rows.values())

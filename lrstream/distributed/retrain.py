@@ -76,8 +76,11 @@ class RetrainResult:
         }
 
 
-def build_loop(store: Store | str, stream: str, cfg: RetrainConfig, plan: DataPlan, *, fit: LearnConfig | None = None, use_ray: bool = True, run_id: str | None = None, weight=None, log=None) -> tuple[TrainLoop, str]:
-    """A loop over the parameter server and the workers for ``plan`` (Ray actors, or in-process objects)."""
+def build_loop(store: Store | str, stream: str, cfg: RetrainConfig, plan: DataPlan, *, fit: LearnConfig | None = None, use_ray: bool = True, run_id: str | None = None, weight=None, validate: bool = True, log=None) -> tuple[TrainLoop, str]:
+    """A loop over the parameter server and the workers for ``plan`` (Ray actors, or in-process objects).
+
+    ``validate=False`` (a refit) trains without validating; the workers still hold the validation rows, for scoring.
+    """
     store = Store.of(store)
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     folder = store.run_dir(stream, run_id)
@@ -98,7 +101,7 @@ def build_loop(store: Store | str, stream: str, cfg: RetrainConfig, plan: DataPl
         return exe.create(GradientWorker, (store, stream, rank, plan.train[rank], plan.val[rank], positions[rank], fit, sizes[rank], cfg.gray, weight), **worker_opts)
 
     placement = f"{cfg.cpus_per_worker:g} CPU" + (f" and {cfg.gpus_per_worker:g} GPU" if cfg.gpus_per_worker else "")
-    options = LoopOptions(cfg.workers, cfg.mode, cfg.startup_timeout, cfg.max_worker_failures, placement)
+    options = LoopOptions(cfg.workers, cfg.mode, cfg.startup_timeout, cfg.max_worker_failures, placement, validate)
     return TrainLoop(exe, fit, plan.n, options, make_worker, make_server, log), run_id
 
 
@@ -143,8 +146,8 @@ def retrain(
     log(f"training on {plan.train_frames} frames of {len(plan.train_hours)} hour(s), validating on {plan.val_frames} ({plan.validation}); {cfg.workers} workers, {cfg.mode}")
     run_ids: list[str] = []
 
-    def build(fit: LearnConfig, everything: bool) -> TrainLoop:
-        loop, run_id = build_loop(store, stream, cfg, plan_data(store, stream, cfg.workers, **selection, everything=True) if everything else plan, fit=fit, use_ray=use_ray, weight=weight, log=log)
+    def build(fit: LearnConfig, refit: bool) -> TrainLoop:
+        loop, run_id = build_loop(store, stream, cfg, plan.for_refit() if refit else plan, fit=fit, use_ray=use_ray, weight=weight, validate=not refit, log=log)
         run_ids.append(run_id)
         return loop
 

@@ -58,8 +58,8 @@ def _first_matrices(batches, count: int) -> torch.Tensor:
     return torch.cat(got)[:count]
 
 
-def _loop(fit: LearnConfig, n: int, train: torch.Tensor | None, held: torch.Tensor | None, workers: int, weight, batches=None) -> TrainLoop:
-    """An in-process loop over W workers holding contiguous shares of ``train`` and of ``held``."""
+def _loop(fit: LearnConfig, n: int, train: torch.Tensor | None, held: torch.Tensor | None, workers: int, weight, batches=None, validate: bool = True) -> TrainLoop:
+    """An in-process loop over W workers holding contiguous shares of ``train`` and of ``held`` (validated on unless ``validate`` is False)."""
     sizes = local_batch_sizes(fit.batch_size, workers)
     tr_cuts = _shares(0 if train is None else train.shape[0], workers)
     val_cuts = _shares(0 if held is None else held.shape[0], workers)
@@ -69,7 +69,7 @@ def _loop(fit: LearnConfig, n: int, train: torch.Tensor | None, held: torch.Tens
         rows = tr_cuts[rank]
         return Worker(None if train is None else train[rows], val, rows, fit, sizes[rank], rank, weight, batches)
 
-    return TrainLoop(InProcess(), fit, n, LoopOptions(workers=workers), make_worker, lambda params: Server(fit, params))
+    return TrainLoop(InProcess(), fit, n, LoopOptions(workers=workers, validate=validate), make_worker, lambda params: Server(fit, params))
 
 
 def learn(
@@ -177,9 +177,9 @@ def learn(
     if in_memory and tr.shape[0] < workers:
         raise DataError(f"too few matrices: {tr.shape[0]} training matrices cannot feed {workers} workers")
 
-    def build(fit: LearnConfig, all_data: bool) -> TrainLoop:
-        if all_data:
-            return _loop(fit, n, everything, None, workers, weight)
+    def build(fit: LearnConfig, refit: bool) -> TrainLoop:
+        if refit:
+            return _loop(fit, n, everything, held, workers, weight, validate=False)
         return _loop(fit, n, tr, held, workers, weight, None if in_memory else stream_batches(source, n, fit))
 
     fit = fit_config(cfg)

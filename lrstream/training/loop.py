@@ -57,6 +57,7 @@ class LoopOptions:
     startup_timeout: float = 300.0
     max_worker_failures: int = 8
     placement: str = ""  # what one worker asks the cluster for, for the error when they cannot all be placed
+    validate: bool = True  # False (a refit): no validation, no early stopping; the last parameters are kept
 
 
 @dataclass
@@ -143,7 +144,7 @@ class TrainLoop:
         self.version, self.stopped = status["version"], status["stopped"]
         if status["restored_from"] is not None:
             self.log(f"parameter server resumed from the checkpoint at step {status['restored_from']}")
-        elif self.fit.data_dependent:
+        elif self.fit.data_dependent and self.options.validate:
             self.validate()
         self._t0 = time.perf_counter()
 
@@ -192,7 +193,7 @@ class TrainLoop:
         if out["applied"]:
             self.stats.steps += 1
             self.stats.frames += out["count"]
-            if validation_due(self.fit, before, self.version):
+            if self.options.validate and validation_due(self.fit, before, self.version):
                 self.validate()
         elif self.options.mode == "sync":
             self.stopped = self.exe.result(self.exe.call(self.ps, "status"))["stopped"]
@@ -276,7 +277,7 @@ class TrainLoop:
         self.run(progress)
 
     def result(self, validated: bool | None = None) -> dict[str, Any]:
-        validated = self.val_frames > 0 if validated is None else validated
+        validated = self.options.validate and self.val_frames > 0 if validated is None else validated
         return self.exe.result(self.exe.call(self.ps, "result", self.stats.seconds, validated))
 
     def fitted(self) -> tuple[SparseSketch, dict[str, Any]]:
@@ -297,12 +298,14 @@ class TrainLoop:
 def train_and_refit(build: Callable[[LearnConfig, bool], TrainLoop], fit: LearnConfig, refit: bool, progress: bool = False) -> tuple[TrainLoop, SparseSketch, dict[str, Any]]:
     """Train on the split data; with ``refit``, train again on all of it for the step count validation chose.
 
-    ``build(fit, everything)`` makes a loop over the training shares
-    (everything=False) or over every matrix, validation ones included
-    (True). The refit starts from a start recomputed on all the data; its
-    learning-rate schedule spans the chosen t* steps, as a run of that
-    length would; t* = 0 returns that start. Returns the first loop (still
-    up, its workers hold the validation rows), the sketch and its record.
+    ``build(fit, refit)`` makes a loop over the training shares (refit=False)
+    or one that trains on every matrix, validation ones included, without
+    validating (True). The refit starts from a start recomputed on all the
+    data; its learning-rate schedule spans the chosen t* steps, as a run of
+    that length would; t* = 0 returns that start. The first loop is shut down
+    before the refit's starts, so a cluster sized for W workers runs both.
+    Returns the last loop (still up: its workers hold the validation rows,
+    for scoring), the sketch and its record.
     """
     loop = build(fit, False)
     try:
@@ -310,13 +313,11 @@ def train_and_refit(build: Callable[[LearnConfig, bool], TrainLoop], fit: LearnC
         fitted, info = loop.fitted()
         if refit:
             steps = int(info["best_step"])
-            again = build(replace(fit, steps=steps), True)
-            try:
-                again.train(progress)
-                fitted, refit_info = again.fitted()
-            finally:
-                again.shutdown()
-            info = {**refit_info, "refit": {"steps": steps, "matrices": again.frames}, "selection": info}
+            loop.shutdown()
+            loop = build(replace(fit, steps=steps), True)
+            loop.train(progress)
+            fitted, refit_info = loop.fitted()
+            info = {**refit_info, "refit": {"steps": steps, "matrices": loop.frames}, "selection": info}
     except BaseException:
         loop.shutdown()
         raise

@@ -44,8 +44,9 @@ def test_random_validation_holds_out_the_rows_learn_would(store):
     train_idx, val_idx = holdout(42, 0.25, "random", 4)  # the same rule learn splits an array by
     rows = lambda shares: [14 * HOURS.index(s.hour) + r for share in shares for s in share for r in range(s.lo, s.hi)]  # noqa: E731
     assert rows(plan.train) == train_idx.tolist() and rows(plan.val) == val_idx.tolist()
-    everything = plan_data(store, "cam", 2, everything=True)
-    assert everything.validation == "none" and everything.train_frames == 42
+    refit = plan.for_refit()  # every row trains, in time order, in two contiguous shares; the validation rows stay for scoring
+    assert refit.train_frames == 42 and refit.val == plan.val
+    assert rows(refit.train) == list(range(42)) and [sum(s.rows for s in share) for share in refit.train] == [21, 21]
 
 
 def test_holdout_keeps_time_order():

@@ -62,7 +62,7 @@ def test_workers_reproduce_learn_with_as_many_workers(store, workers):
     np.testing.assert_allclose(curve, ref_curve, rtol=1e-9)
 
 
-@pytest.mark.parametrize("options", KINDS_AND_STARTS, ids=lambda o: "-".join(f"{v}" for v in o.values()))
+@pytest.mark.parametrize("options", KINDS_AND_STARTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_every_kind_and_start_matches_learn_in_process(store, options):
     cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, **options))
     res = retrain(store, "cam", cfg, use_ray=False, publish=False)
@@ -197,7 +197,7 @@ def test_concurrent_publishers_get_distinct_versions_and_latest_never_goes_back(
 # ------------------------------------------------------------------ on Ray: transport, faults, async
 
 
-@pytest.mark.parametrize("options", KINDS_AND_STARTS, ids=lambda o: "-".join(f"{v}" for v in o.values()))
+@pytest.mark.parametrize("options", KINDS_AND_STARTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_two_ray_workers_give_learns_sketch_for_every_kind_and_start(ray_local, store, options):
     cfg = replace(_cfg(2), learn=replace(_cfg(2).learn, **options))
     res = retrain(store, "cam", cfg, publish=False)
@@ -231,6 +231,13 @@ def test_ray_workers_match_in_process_training(ray_local, store):
     params, stats = _run_with_fault(ray_local, store, cfg, lambda ray, loop: None)
     np.testing.assert_allclose(params, _in_process_params(store, cfg), atol=1e-12)
     assert stats.steps == 40 and stats.frames == 240
+
+
+def test_refit_runs_on_a_cluster_sized_for_its_workers(ray_local, store):
+    # The selection run's workers go before the refit's start: 3 workers of 1.3 CPUs fit the 4 CPUs once, not twice.
+    cfg = replace(_cfg(3, steps=10), learn=replace(_cfg(3).learn, steps=10, refit=True), cpus_per_worker=1.3, startup_timeout=30)
+    res = retrain(store, "cam", cfg, publish=False)
+    assert res.sketch.meta["training"]["refit"]["matrices"] == 42 and res.val_gap is not None
 
 
 def test_killed_worker_is_replaced_and_training_finishes(ray_local, store):
