@@ -23,8 +23,6 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import MISSING, fields
-from typing import Any
 
 from .data.shards import WriteOptions
 from .distributed.config import RetrainConfig
@@ -33,135 +31,26 @@ from .jobs.demo import DemoConfig, run_demo
 from .jobs.evaluate import EvaluateJob, run_evaluate
 from .jobs.factorize import FactorizeJob, run_factorize
 from .jobs.files import load_config_file
+from .jobs.flags import FLOATS, HALF_LIVES, Command, ListOf, Parser
 from .jobs.ingest import run_ingest
 from .jobs.plan import run_plan
 from .jobs.report import run_report
 from .jobs.train import run_train
 from .training.config import LearnConfig
 
-_TYPES = {"int": int, "float": float}
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so usage errors follow the one-line convention."""
-
-    def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message}")
-
-
-class _ListOf:
-    """An argparse type for comma-separated values ("2,1.5" -> (2.0, 1.5)); :meth:`from_config` makes a config file's list or number the same tuple."""
-
-    def __init__(self, item: Callable[[Any], Any], what: str):
-        self.item, self.__name__ = item, what
-
-    def one(self, value: Any) -> Any:
-        try:
-            return self.item(value)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {self.__name__}, got {value!r}") from None
-
-    def __call__(self, text: str) -> tuple:
-        return tuple(self.one(part.strip()) for part in text.split(","))
-
-    def from_config(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return value  # argparse parses a string default like a flag's text
-        return tuple(map(self.one, value if isinstance(value, (list, tuple)) else [value]))
-
-
-def _half_life(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, str) and value.lower() == "none") else float(value)
-
-
-_FLOATS = _ListOf(float, "numbers, comma-separated")
-_HALF_LIVES = _ListOf(_half_life, "positive fractions of the training window or 'none', comma-separated")
-
-
-def _base_type(annotation: Any) -> str:
-    """'float' for 'float | None', the annotation text itself when it is not one simple type."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    parts = [p.strip() for p in text.split("|") if p.strip() != "None"]
-    return parts[0] if len(parts) == 1 else text
-
-
-class _Command:
-    """One subcommand: its parser, every action it added (config files name them), the options it requires, and which flags fill which config fields."""
-
-    def __init__(self, sub, name: str, help: str, run: Callable):
-        self.run = run
-        self.parser = sub.add_parser(name, help=help)
-        self.actions: list[argparse.Action] = []
-        self.required: list[argparse.Action] = []
-        self.bound: dict[type, dict[str, str]] = {}  # config class -> field name -> dest
-
-    def flag(self, *names: str, required: bool = False, group=None, **kw) -> argparse.Action:
-        """add_argument; ``required`` is checked after a config file is merged, not by argparse."""
-        action = (group or self.parser).add_argument(*names, **kw)
-        self.actions.append(action)
-        if required:
-            self.required.append(action)
-        return action
-
-    def field(self, cls, name: str, *names: str, **overrides) -> argparse.Action:
-        """A flag (default ``--field-name``) for field ``name`` of dataclass ``cls``.
-
-        Default, choices and help come from the field, the type from its
-        annotation (a bool becomes ``store_true``); ``overrides`` win. A
-        field without a default is a required option.
-        """
-        f = next(f for f in fields(cls) if f.name == name)
-        names = names or (f"--{name.replace('_', '-')}",)
-        base = _base_type(f.type)
-        kw: dict[str, Any] = {"help": f.metadata.get("help")}
-        if f.metadata.get("choices") is not None:
-            kw["choices"] = list(f.metadata["choices"])
-        if "action" not in overrides and "type" not in overrides:
-            if base == "bool":
-                kw["action"] = "store_true"
-            elif base != "str":  # argparse's own default
-                kw["type"] = _TYPES[base]
-        positional = not names[0].startswith("-")
-        required = f.default is MISSING and "default" not in overrides and not positional
-        if not positional:
-            kw["default"] = None if f.default is MISSING else f.default
-        kw.update(overrides)
-        action = self.flag(*names, required=required, **kw)
-        self.bound.setdefault(cls, {})[name] = action.dest
-        return action
-
-    def build(self, cls, args: argparse.Namespace, **values):
-        """An instance of ``cls`` from the flags bound to its fields, with ``values`` on top."""
-        bound = {name: getattr(args, dest) for name, dest in self.bound.get(cls, {}).items()}
-        return cls(**{**bound, **values})
-
-    def config_keys(self) -> dict[str, argparse.Action]:
-        """Config-file key -> action: every dest and every flag name (dashes as underscores), so aliases work too."""
-        keys = {}
-        for action in self.actions:
-            keys[action.dest] = action
-            for opt in action.option_strings:
-                keys[opt.lstrip("-").replace("-", "_")] = action
-        return keys
-
-    def check_required(self, args: argparse.Namespace) -> None:
-        missing = ["/".join(a.option_strings) for a in self.required if getattr(args, a.dest) is None]
-        if missing:
-            raise UsageError(f"{self.parser.prog}: the following arguments are required: {', '.join(missing)}")
-
-
-def _common(cmd: _Command) -> None:
+def _common(cmd: Command) -> None:
     cmd.flag("--json", action="store_true", help="print one JSON object as the last line of stdout")
     cmd.flag("--debug", action="store_true", help="show tracebacks")
     cmd.flag("--config", metavar="FILE", help="YAML or TOML file with default values for these options")
 
 
-def _root_and_stream(cmd: _Command) -> None:
+def _root_and_stream(cmd: Command) -> None:
     cmd.flag("--root", required=True, help="storage root (path or fsspec URL)")
     cmd.flag("--stream", required=True, help="stream name")
 
 
-def _add_hour_selection(cmd: _Command) -> None:
+def _add_hour_selection(cmd: Command) -> None:
     hours = cmd.parser.add_mutually_exclusive_group()
     cmd.flag("--last", type=int, group=hours, help="use the last N ingested hours (the newest one validates)")
     cmd.flag("--hours", group=hours, help="comma-separated hours YYYY-MM-DDTHH to use (the last one validates)")
@@ -179,18 +68,18 @@ def _selected_hours(args) -> list[str] | None:
 # ---------------------------------------------------------------- commands: _add_X declares the flags, _run_X calls the job
 
 
-def _add_factorize(cmd: _Command) -> None:
+def _add_factorize(cmd: Command) -> None:
     cmd.field(FactorizeJob, "input", "input")
     for name in ("k", "method", "out", "steps", "lr", "mask", "observed", "holdout", "seed", "device"):
         cmd.field(FactorizeJob, name)
     _common(cmd)
 
 
-def _run_factorize(cmd: _Command, args, log) -> dict:
+def _run_factorize(cmd: Command, args, log) -> dict:
     return run_factorize(cmd.build(FactorizeJob, args), log)
 
 
-def _add_demo(cmd: _Command) -> None:
+def _add_demo(cmd: Command) -> None:
     for name in ("root", "source", "stream", "hours", "k", "m"):
         cmd.field(DemoConfig, name)
     cmd.field(DemoConfig, "kind", "--sketch")
@@ -200,11 +89,11 @@ def _add_demo(cmd: _Command) -> None:
     _common(cmd)
 
 
-def _run_demo(cmd: _Command, args, log) -> dict:
+def _run_demo(cmd: Command, args, log) -> dict:
     return run_demo(cmd.build(DemoConfig, args, use_ray=not args.no_ray, progress=sys.stderr.isatty()), log=log)
 
 
-def _add_ingest(cmd: _Command) -> None:
+def _add_ingest(cmd: Command) -> None:
     cmd.flag("--root", required=True, help="storage root (path or fsspec URL)")
     cmd.flag("--stream", help="stream name")
     cmd.flag("--hour", help="hour label YYYY-MM-DDTHH")
@@ -217,21 +106,21 @@ def _add_ingest(cmd: _Command) -> None:
     _common(cmd)
 
 
-def _run_ingest(cmd: _Command, args, log) -> dict:
+def _run_ingest(cmd: Command, args, log) -> dict:
     options = cmd.build(WriteOptions, args)
     return run_ingest(args.root, stream=args.stream, hour=args.hour, source=args.source, plan=args.plan, options=options, address=args.address, use_ray=not args.no_ray, log=log)
 
 
-def _add_train(cmd: _Command) -> None:
+def _add_train(cmd: Command) -> None:
     _root_and_stream(cmd)
     for name in ("k", "m"):
         cmd.field(LearnConfig, name)
     cmd.field(LearnConfig, "kind", "--sketch")
     cmd.field(LearnConfig, "init")
     # Single values by default (one start to train), lists to choose among by forward validation.
-    cmd.field(LearnConfig, "powers", "--powers", "--power", type=_FLOATS, default=(2.0,), metavar="P[,P...]", help="spectral: weigh each frame's singular values to this power (2 = the plain Gram); several: choose by forward validation")
+    cmd.field(LearnConfig, "powers", "--powers", "--power", type=FLOATS, default=(2.0,), metavar="P[,P...]", help="spectral: weigh each frame's singular values to this power (2 = the plain Gram); several: choose by forward validation")
     cmd.field(
-        LearnConfig, "half_lives", "--half-lives", "--half-life", type=_HALF_LIVES, default=(0.25,), metavar="H[,H...]",
+        LearnConfig, "half_lives", "--half-lives", "--half-life", type=HALF_LIVES, default=(0.25,), metavar="H[,H...]",
         help="spectral: a frame's weight halves every this fraction of the training window, counted back from the newest; 'none' for no decay; several: choose by forward validation",
     )  # fmt: skip
     for name in ("start_folds", "positions", "greedy_samples"):
@@ -258,7 +147,7 @@ def _add_train(cmd: _Command) -> None:
     _common(cmd)
 
 
-def _run_train(cmd: _Command, args, log) -> dict:
+def _run_train(cmd: Command, args, log) -> dict:
     hours = _selected_hours(args)
     cfg = cmd.build(RetrainConfig, args, learn=cmd.build(LearnConfig, args))
     return run_train(
@@ -267,7 +156,7 @@ def _run_train(cmd: _Command, args, log) -> dict:
     )  # fmt: skip
 
 
-def _add_plan(cmd: _Command) -> None:
+def _add_plan(cmd: Command) -> None:
     _root_and_stream(cmd)
     cmd.field(LearnConfig, "k")
     cmd.flag("--target", type=float, required=True, help="the error gap to meet (sigma_1-normalised, as evaluate reports it)")
@@ -282,13 +171,13 @@ def _add_plan(cmd: _Command) -> None:
     _common(cmd)
 
 
-def _run_plan(cmd: _Command, args, log) -> dict:
+def _run_plan(cmd: Command, args, log) -> dict:
     hours = _selected_hours(args)
     cfg = cmd.build(LearnConfig, args, m=args.k)
     return run_plan(args.root, args.stream, cfg, args.target, hours=hours, last=args.last, m_max=args.m_max, val_fraction=args.val_fraction, gray=args.gray, log=log)
 
 
-def _add_evaluate(cmd: _Command) -> None:
+def _add_evaluate(cmd: Command) -> None:
     _root_and_stream(cmd)
     for name in ("hour", "version", "k"):
         cmd.field(EvaluateJob, name)
@@ -298,18 +187,18 @@ def _add_evaluate(cmd: _Command) -> None:
     _common(cmd)
 
 
-def _run_evaluate(cmd: _Command, args, log) -> dict:
+def _run_evaluate(cmd: Command, args, log) -> dict:
     return run_evaluate(args.root, args.stream, cmd.build(EvaluateJob, args), log=log)
 
 
-def _add_report(cmd: _Command) -> None:
+def _add_report(cmd: Command) -> None:
     _root_and_stream(cmd)
     cmd.flag("--last", type=int, default=24, help="how many runs to show")
     cmd.flag("--plot", metavar="PNG", help="also write a plot of the gap per hour for every sketch kind")
     _common(cmd)
 
 
-def _run_report(cmd: _Command, args, log) -> dict:
+def _run_report(cmd: Command, args, log) -> dict:
     return run_report(args.root, args.stream, last=args.last, plot=args.plot, log=log)
 
 
@@ -326,12 +215,12 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
 ]
 
 
-def _build() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
-    parser = _Parser(prog="lrstream", description="Learned sketches for low-rank approximation of streaming matrices.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _build() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    parser = Parser(prog="lrstream", description="Learned sketches for low-rank approximation of streaming matrices.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     commands = {}
     for name, help, add, run in COMMANDS:
-        commands[name] = _Command(sub, name, help, run)
+        commands[name] = Command(sub, name, help, run)
         add(commands[name])
     return parser, commands
 
@@ -340,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     return _build()[0]
 
 
-def _parse(argv: list[str]) -> tuple[argparse.Namespace, _Command]:
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, Command]:
     parser, commands = _build()
-    pre = _Parser(prog="lrstream", add_help=False)
+    pre = Parser(prog="lrstream", add_help=False)
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
     command = next((a for a in argv if a in commands), None)
@@ -355,7 +244,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, _Command]:
             raise UsageError(f"config {known.config}: unknown option(s) {', '.join(sorted(unknown))}")
         try:
             actions = {name: keys[name] for name in values if name != "config"}
-            defaults = {a.dest: a.type.from_config(values[name]) if isinstance(a.type, _ListOf) else values[name] for name, a in actions.items()}
+            defaults = {a.dest: a.type.from_config(values[name]) if isinstance(a.type, ListOf) else values[name] for name, a in actions.items()}
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"config {known.config}: {exc}") from None
         cmd.parser.set_defaults(**defaults)  # a flag on the command line still wins
