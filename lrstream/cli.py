@@ -25,8 +25,10 @@ import traceback
 from collections.abc import Callable
 
 from .data.shards import WriteOptions
+from .distributed.apply import ApplyOptions
 from .distributed.config import RetrainConfig
 from .errors import EXIT_INTERNAL, EXIT_OK, CommandFailed, LrstreamError, UsageError
+from .jobs.apply import ApplyJob, run_apply
 from .jobs.demo import DemoConfig, run_demo
 from .jobs.evaluate import EvaluateJob, run_evaluate
 from .jobs.factorize import FactorizeJob, run_factorize
@@ -177,6 +179,22 @@ def _run_plan(cmd: Command, args, log) -> dict:
     return run_plan(args.root, args.stream, cfg, args.target, hours=hours, last=args.last, m_max=args.m_max, val_fraction=args.val_fraction, gray=args.gray, log=log)
 
 
+def _add_apply(cmd: Command) -> None:
+    _root_and_stream(cmd)
+    for name in ("hour", "last", "start", "end", "pending", "version"):
+        cmd.field(ApplyJob, name)
+    for name in ("k", "dtype", "batch_size", "rows_per_part", "compression", "device", "force"):
+        cmd.field(ApplyOptions, name)
+    for name in ("workers", "address"):
+        cmd.field(ApplyJob, name)
+    cmd.flag("--no-ray", action="store_true", help="run the factor worker in this process")
+    _common(cmd)
+
+
+def _run_apply(cmd: Command, args, log) -> dict:
+    return run_apply(args.root, args.stream, cmd.build(ApplyJob, args, use_ray=not args.no_ray), cmd.build(ApplyOptions, args), log=log)
+
+
 def _add_evaluate(cmd: Command) -> None:
     _root_and_stream(cmd)
     for name in ("hour", "version", "k"):
@@ -209,6 +227,7 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("ingest", "ingest one hour of one or more streams into Arrow shards (one Ray actor per stream)", _add_ingest, _run_ingest),
     ("train", "learn a sketch from a stream's stored hours with W Ray workers and publish it as a new version", _add_train, _run_train),
     ("plan", "find the smallest sketch size m whose learned sketch meets a target error gap on held-out data", _add_plan, _run_plan),
+    ("apply", "store every frame's rank-k factors for an hour (or several) with the current sketch", _add_apply, _run_apply),
     ("evaluate", "apply the current sketch to the newest hour and report its error gap next to random sketches", _add_evaluate, _run_evaluate),
     ("report", "print the last evaluation runs of a stream (and plot the gap over time)", _add_report, _run_report),
     ("demo", "the whole pipeline on this machine: ingest 3 hours, retrain on Ray, evaluate, report", _add_demo, _run_demo),

@@ -26,7 +26,6 @@ counts them. This module knows nothing of sketches or Ray.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -37,9 +36,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyarrow import ipc
 
 from ..errors import DataError, NothingToDoError, UsageError
+from .parts import ipc_bytes, publish_manifest, read_json_manifest, read_part, write_part
 from .sources import Frame
 from .store import MANIFEST, Store, check_hour, check_stream, hour_start, new_attempt_id  # noqa: F401 (MANIFEST: re-exported for readers of the format)
 
@@ -95,9 +94,9 @@ def _schema(shape: tuple[int, ...], dtype: np.dtype) -> pa.Schema:
     )
 
 
-def _ipc_bytes(schema: pa.Schema, frames: list[np.ndarray], indices: list[int], stamps: list, stream: str, hour: str, compression: str) -> bytes:
+def _table(schema: pa.Schema, frames: list[np.ndarray], indices: list[int], stamps: list, stream: str, hour: str) -> pa.Table:
     stack = np.stack(frames)  # (rows, H, W, C)
-    table = pa.table(
+    return pa.table(
         {
             "frame": pa.FixedShapeTensorArray.from_numpy_ndarray(stack),
             "frame_index": pa.array(indices, pa.int64()),
@@ -107,11 +106,6 @@ def _ipc_bytes(schema: pa.Schema, frames: list[np.ndarray], indices: list[int], 
         },
         schema=schema,
     )
-    sink = io.BytesIO()
-    opts = ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
-    with ipc.new_file(sink, schema, options=opts) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
 
 
 def _as_frame_array(arr: np.ndarray) -> np.ndarray:
@@ -136,16 +130,7 @@ def _check_frame(arr: np.ndarray, shape, dtype) -> str | None:
 def read_manifest(store: Store | str, stream: str, hour: str) -> dict[str, Any] | None:
     """The published manifest of an hour, or None if the hour is not (yet) visible."""
     store = Store.of(store)
-    raw = store.read_bytes(store.hour_manifest(stream, hour))
-    if raw is None:
-        return None
-    try:
-        doc = json.loads(raw)
-        if doc.get("format") != FORMAT:
-            raise ValueError("not an lrstream hour manifest")
-        return doc
-    except (ValueError, AttributeError) as exc:
-        raise DataError(f"manifest of stream {stream} hour {hour} is corrupted: {exc}") from None
+    return read_json_manifest(store, store.hour_dir(stream, hour), FORMAT, f"stream {stream} hour {hour}")
 
 
 def write_hour(store: Store | str, stream: str, hour: str, frames: Iterable[Frame], source: str, options: WriteOptions = WriteOptions()) -> IngestResult:
@@ -190,10 +175,8 @@ def write_hour(store: Store | str, stream: str, hour: str, frames: Iterable[Fram
         nonlocal buf, idx, stamps
         if not buf:
             return
-        data = _ipc_bytes(schema, buf, idx, stamps, stream, hour, options.compression)
-        name = f"attempt={attempt}/part-{len(files):05d}.arrow"
-        store.write_bytes(f"{hdir}/{name}", data)
-        files.append({"path": name, "rows": len(buf), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "first_index": idx[0]})
+        data = ipc_bytes(_table(schema, buf, idx, stamps, stream, hour), options.compression)
+        files.append(write_part(store, hdir, attempt, len(files), data, len(buf), first_index=idx[0]))
         buf, idx, stamps = [], [], []
 
     try:
@@ -238,16 +221,10 @@ def write_hour(store: Store | str, stream: str, hour: str, frames: Iterable[Fram
         "quarantined": len(quarantined),
         "quarantine": quarantined,
     }
-    payload = json.dumps(doc, indent=1).encode()
-    if options.force and old is not None:
-        store.publish(manifest_path, payload, exclusive=False)
-        if old.get("attempt") != attempt:
-            store.remove(f"{hdir}/attempt={old.get('attempt')}")  # the replaced copy's parts
-        return _result(doc, "replaced", manifest_path, time.perf_counter() - t0)
-    if not store.publish(manifest_path, payload, exclusive=True):
-        store.remove(adir)  # a concurrent run published first: keep its copy only
+    status = publish_manifest(store, hdir, doc, old if options.force else None)
+    if status == "concurrent":
         return _result(read_manifest(store, stream, hour), "concurrent", manifest_path, time.perf_counter() - t0)
-    return _result(doc, "ingested", manifest_path, time.perf_counter() - t0)
+    return _result(doc, "ingested" if status == "written" else status, manifest_path, time.perf_counter() - t0)
 
 
 def _result(doc: dict, status: str, manifest: str, seconds: float) -> IngestResult:
@@ -302,8 +279,8 @@ def part_urls(store: Store | str, stream: str, hour: str) -> list[str]:
     return [f"{hdir}/{f['path']}" for f in doc["files"]]
 
 
-def iter_hour_frames(store: Store | str, stream: str, hour: str, verify: bool = True, rows: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (frames (rows, H, W, C), frame_index (rows,)) per part of a published hour.
+def iter_hour_tables(store: Store | str, stream: str, hour: str, verify: bool = True, rows: tuple[int, int] | None = None) -> Iterator[pa.Table]:
+    """Yield the Arrow table of each part of a published hour (columns frame, frame_index, timestamp, stream, hour).
 
     Only files named by the manifest are read; with ``verify`` each file's
     sha256 is checked, so a damaged shard is a one-line DataError. ``rows``
@@ -320,16 +297,13 @@ def iter_hour_frames(store: Store | str, stream: str, hour: str, verify: bool = 
         if first <= lo or start >= hi:
             continue
         a, b = max(lo - start, 0), min(hi, first) - start
-        data = store.read_bytes(f"{hdir}/{entry['path']}")
-        if data is None:
-            raise DataError(f"shard {entry['path']} of stream {stream} hour {hour} is missing")
-        if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise DataError(f"shard {entry['path']} of stream {stream} hour {hour} is corrupted (checksum mismatch)")
-        try:
-            table = ipc.open_file(pa.BufferReader(data)).read_all()
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"shard {entry['path']} of stream {stream} hour {hour} is unreadable: {exc}") from None
+        table = read_part(store, hdir, entry, f"stream {stream} hour {hour}", verify=verify)
         if a > 0 or b < table.num_rows:
             table = table.slice(a, b - a)
-        col = table.column("frame").combine_chunks()
-        yield col.to_numpy_ndarray(), table.column("frame_index").to_numpy()
+        yield table
+
+
+def iter_hour_frames(store: Store | str, stream: str, hour: str, verify: bool = True, rows: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (frames (rows, H, W, C), frame_index (rows,)) per part of a published hour (see :func:`iter_hour_tables`)."""
+    for table in iter_hour_tables(store, stream, hour, verify=verify, rows=rows):
+        yield table.column("frame").combine_chunks().to_numpy_ndarray(), table.column("frame_index").to_numpy()

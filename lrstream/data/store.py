@@ -196,8 +196,12 @@ class Store:
 
     # ------------------------------------------------------------- factors and reports
 
+    def factors_hour_dir(self, stream: str, hour: str) -> str:
+        """The folder of an hour's factors, one ``v=VERSION`` folder per sketch version applied to it."""
+        return f"{self.base}/factors/stream={check_stream(stream)}/hour={check_hour(hour)}"
+
     def factors_dir(self, stream: str, hour: str, version: int) -> str:
-        return f"{self.base}/factors/stream={check_stream(stream)}/hour={check_hour(hour)}/v={int(version):06d}"
+        return f"{self.factors_hour_dir(stream, hour)}/v={int(version):06d}"
 
     def reports_dir(self, stream: str) -> str:
         return f"{self.base}/reports/stream={check_stream(stream)}"

@@ -1,0 +1,91 @@
+"""The exactly-once part protocol that frame shards and factor shards share.
+
+A dataset folder (one hour of frames, or one hour's factors for one sketch
+version) is written as
+
+    FOLDER/attempt=ID/part-NNNNN.arrow   Arrow IPC files, each with its sha256
+    FOLDER/_MANIFEST.json                names the parts; published last, atomically
+
+Readers trust only the parts the manifest names, so a killed writer leaves
+nothing visible; two concurrent writers both write parts under their own
+attempt, exactly one publishes (create-exclusive) and the loser removes its
+attempt; ``force`` replaces the manifest atomically, then removes the parts
+it named before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+from pyarrow import ipc
+
+from ..errors import DataError
+from .store import MANIFEST, Store
+
+
+def ipc_bytes(table: pa.Table, compression: str) -> bytes:
+    """``table`` as one Arrow IPC file ("zstd", "lz4" or "none")."""
+    sink = io.BytesIO()
+    opts = ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
+    with ipc.new_file(sink, table.schema, options=opts) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def write_part(store: Store, folder: str, attempt: str, number: int, data: bytes, rows: int, **extra: Any) -> dict[str, Any]:
+    """Write part ``number`` of ``attempt`` under ``folder``; returns its manifest entry (path relative to ``folder``)."""
+    name = f"attempt={attempt}/part-{number:05d}.arrow"
+    store.write_bytes(f"{folder}/{name}", data)
+    return {"path": name, "rows": rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **extra}
+
+
+def read_part(store: Store, folder: str, entry: dict[str, Any], what: str, verify: bool = True) -> pa.Table:
+    """The table of one manifest entry; a missing, damaged or unreadable part is a one-line DataError naming ``what``."""
+    data = store.read_bytes(f"{folder}/{entry['path']}")
+    if data is None:
+        raise DataError(f"shard {entry['path']} of {what} is missing")
+    if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise DataError(f"shard {entry['path']} of {what} is corrupted (checksum mismatch)")
+    try:
+        return ipc.open_file(pa.BufferReader(data)).read_all()
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"shard {entry['path']} of {what} is unreadable: {exc}") from None
+
+
+def read_json_manifest(store: Store, folder: str, format_name: str, what: str) -> dict[str, Any] | None:
+    """The published manifest of ``folder`` if it is one of ``format_name``; None if none is published."""
+    raw = store.read_bytes(f"{folder}/{MANIFEST}")
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("format") != format_name:
+            raise ValueError(f"not an {format_name} manifest")
+        return doc
+    except ValueError as exc:
+        raise DataError(f"manifest of {what} is corrupted: {exc}") from None
+
+
+def publish_manifest(store: Store, folder: str, doc: dict[str, Any], old: dict[str, Any] | None) -> str:
+    """Publish ``doc`` (its parts already written under ``attempt=doc["attempt"]``) as the folder's manifest.
+
+    With ``old`` (the manifest being replaced, i.e. force) the swap is atomic
+    and the old attempt's parts go afterwards: "replaced". Otherwise the
+    manifest is created only if absent: "written", or "concurrent" when
+    another writer published first (this attempt's parts are removed).
+    """
+    path = f"{folder}/{MANIFEST}"
+    payload = json.dumps(doc, indent=1).encode()
+    if old is not None:
+        store.publish(path, payload, exclusive=False)
+        if old.get("attempt") != doc["attempt"]:
+            store.remove(f"{folder}/attempt={old.get('attempt')}")
+        return "replaced"
+    if not store.publish(path, payload, exclusive=True):
+        store.remove(f"{folder}/attempt={doc['attempt']}")
+        return "concurrent"
+    return "written"
