@@ -121,7 +121,7 @@ class FactorWorker:
         t = time.perf_counter()
         for table in _prefetch(iter_hour_tables(self.store, self.stream, hour, rows=(lo, hi))):
             frames = table.column("frame").combine_chunks().to_numpy_ndarray()  # (rows, H, W, C) uint8
-            mats = frames_to_matrices(frames, gray=self.gray)  # (rows, C*H, W), uint8 kept
+            mats = frames_to_matrices(frames, gray=self.gray)  # (rows, C*H, W), uint8 kept (one de-interleaving copy, ~1 ms a 2160 x 1280 frame)
             index, stamps = table.column("frame_index").to_numpy(), table.column("timestamp").combine_chunks()
             times["read"] += time.perf_counter() - t
             for i in range(0, len(mats), opts.batch_size):

@@ -76,11 +76,22 @@ def _as_frames(A) -> torch.Tensor:
         A = A.unsqueeze(0)
     if A.ndim != 3:
         raise DataError(f"frames must be (B, n, d) matrices, got shape {tuple(A.shape)}")
+    return _check_values(A)
+
+
+def _check_values(A: torch.Tensor) -> torch.Tensor:
     if A.dtype.is_complex or A.dtype == torch.bool:
         raise DataError(f"frames must be real numbers, got {A.dtype}")
     if A.dtype.is_floating_point and not bool(torch.isfinite(A).all()):
         raise DataError("frames contain NaN or Inf")
     return A
+
+
+def _check_options(dtype: str, tile_rows: int) -> None:
+    if dtype not in STORAGE_DTYPES:
+        raise UsageError(f"factor dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+    if tile_rows < 1:
+        raise UsageError(f"tile_rows must be >= 1, got {tile_rows}")
 
 
 def apply_sketch(sketch: Sketch, A, k: int, dtype: str = "float16", tile_rows: int = 128, device: str | torch.device = "cpu") -> FrameFactors:
@@ -105,36 +116,41 @@ def apply_sketch(sketch: Sketch, A, k: int, dtype: str = "float16", tile_rows: i
             factors that overflow float16 (use dtype="float32").
         UsageError: bad k, dtype or tile size.
     """
-    if dtype not in STORAGE_DTYPES:
-        raise UsageError(f"factor dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
-    if tile_rows < 1:
-        raise UsageError(f"tile_rows must be >= 1, got {tile_rows}")
+    _check_options(dtype, tile_rows)
     A = _as_frames(A)
     if A.shape[-2] != sketch.n:
         raise DataError(f"frames give matrices with n={A.shape[-2]} rows; the sketch was learned for n={sketch.n}")
     k = check_rank(k, m=sketch.m, n=A.shape[-2], d=A.shape[-1])
     dev = resolve_device(device)
-    with torch.no_grad():
-        L, R, errors, norms = _apply_body(sketch, A.to(dev), k, STORAGE_DTYPES[dtype], A.shape[-2] if dev.type == "cuda" else tile_rows)
+    A = A.to(dev)
+    t = A.shape[-2] if dev.type == "cuda" else tile_rows
+    tiles = [(r, A[:, r : r + t]) for r in range(0, A.shape[-2], t)]
+    return _finish(_apply_body(sketch, tiles, tuple(A.shape), k, STORAGE_DTYPES[dtype], dev), dtype)
+
+
+def _finish(parts, dtype: str) -> FrameFactors:
+    L, R, errors, norms = parts
     if dtype == "float16" and not (bool(torch.isfinite(L).all()) and bool(torch.isfinite(R).all())):
         raise DataError("the factors overflow float16 (frames with values beyond ~1e4); store them as float32")
     return FrameFactors(L.cpu(), R.cpu(), errors.cpu(), norms.cpu())
 
 
-def _apply_body(sketch: Sketch, A: torch.Tensor, k: int, store_dtype: torch.dtype, tile: int):
-    B, n, d = A.shape
-    S = sketch.to_dense().to(device=A.device, dtype=torch.float32)  # (m, n), explicit: one GEMM per tile
+@torch.no_grad()
+def _apply_body(sketch: Sketch, tiles: list, shape: tuple[int, int, int], k: int, store_dtype: torch.dtype, dev: torch.device):
+    """The three passes over the row tiles of A (B, n, d); ``tiles`` lists (first row, (B, t, d) view) covering every row once."""
+    B, n, d = shape
+    S = sketch.to_dense().to(device=dev, dtype=torch.float32)  # (m, n), explicit: one GEMM per tile
     m = S.shape[0]
-    SA = torch.zeros(B, m, d, device=A.device)  # (B, m, d)
-    norm2 = torch.zeros(B, dtype=torch.float64, device=A.device)
-    for r in range(0, n, tile):
-        T = A[:, r : r + tile].to(torch.float32)  # (B, t, d), in cache
-        SA.baddbmm_(S[:, r : r + tile].expand(B, -1, -1), T)
+    SA = torch.zeros(B, m, d, device=dev)  # (B, m, d)
+    norm2 = torch.zeros(B, dtype=torch.float64, device=dev)
+    for r, view in tiles:
+        T = view.to(torch.float32)  # (B, t, d), in cache
+        SA.baddbmm_(S[:, r : r + T.shape[1]].expand(B, -1, -1), T)
         norm2 += (T * T).sum(-1).to(torch.float64).sum(-1)
     Q = gram_basis(SA)  # (B, d, m)
-    AQ = torch.empty(B, n, m, device=A.device)  # (B, n, m)
-    for r in range(0, n, tile):
-        torch.matmul(A[:, r : r + tile].to(torch.float32), Q, out=AQ[:, r : r + tile])
+    AQ = torch.empty(B, n, m, device=dev)  # (B, n, m)
+    for r, view in tiles:
+        torch.matmul(view.to(torch.float32), Q, out=AQ[:, r : r + view.shape[1]])
     # The m x m eigenproblem is tiny: solve it in float64 so the top-k split is as exact as the data allows.
     lam, W = torch.linalg.eigh((AQ.mT @ AQ).to(torch.float64))  # (B, m), (B, m, m), ascending
     Wk = W[..., -k:].flip(-1).to(torch.float32)  # (B, m, k), largest first
@@ -143,8 +159,8 @@ def _apply_body(sketch: Sketch, A: torch.Tensor, k: int, store_dtype: torch.dtyp
     L = ((AQ @ Wk) / scale.unsqueeze(-2)).to(store_dtype)  # (B, n, k)
     R = ((Wk.mT @ Q.mT) * scale.unsqueeze(-1)).to(store_dtype)  # (B, k, d)
     Lf, Rf = L.to(torch.float32), R.to(torch.float32)
-    err2 = torch.zeros(B, dtype=torch.float64, device=A.device)
-    for r in range(0, n, tile):
-        D = torch.baddbmm(A[:, r : r + tile].to(torch.float32), Lf[:, r : r + tile], Rf, alpha=-1)  # (B, t, d) residual tile
+    err2 = torch.zeros(B, dtype=torch.float64, device=dev)
+    for r, view in tiles:
+        D = torch.baddbmm(view.to(torch.float32), Lf[:, r : r + view.shape[1]], Rf, alpha=-1)  # (B, t, d) residual tile
         err2 += (D * D).sum(-1).to(torch.float64).sum(-1)
     return L, R, err2.sqrt(), norm2.sqrt()

@@ -106,3 +106,4 @@ def test_cuda_apply_matches_cpu(frames):
     cpu, gpu = apply_sketch(S, frames, 3, dtype="float32"), apply_sketch(S, frames, 3, dtype="float32", device="cuda")
     assert torch.allclose(gpu.errors, cpu.errors, rtol=1e-5)
     assert torch.allclose(gpu.L @ gpu.R, cpu.L @ cpu.R, rtol=0, atol=1e-2)
+
