@@ -72,7 +72,7 @@ def _selected_hours(args) -> list[str] | None:
 
 def _add_factorize(cmd: Command) -> None:
     cmd.field(FactorizeJob, "input", "input")
-    for name in ("k", "method", "out", "steps", "lr", "mask", "observed", "holdout", "seed", "device"):
+    for name in ("k", "method", "out", "steps", "lr", "mask", "observed", "holdout", "seed", "device", "picture"):
         cmd.field(FactorizeJob, name)
     _common(cmd)
 
@@ -200,7 +200,8 @@ def _add_evaluate(cmd: Command) -> None:
     for name in ("hour", "version", "k"):
         cmd.field(EvaluateJob, name)
     cmd.field(EvaluateJob, "margin", "--drift-margin")
-    for name in ("retrain_on_drift", "workers", "address", "batch_size", "device"):
+    cmd.field(EvaluateJob, "z", "--drift-z")
+    for name in ("sample", "seed", "recompute", "retrain_on_drift", "workers", "address", "batch_size", "device"):
         cmd.field(EvaluateJob, name)
     _common(cmd)
 

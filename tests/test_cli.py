@@ -94,14 +94,20 @@ def test_demo_runs_the_pipeline_on_ray(tmp_path, capsys):
         ray.shutdown()
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["hours"] == ["2026-01-01T00", "2026-01-01T01", "2026-01-01T02"] and result["version"] == 1
-    ev = result["evaluation"]
-    assert ev["hour"] == "2026-01-01T02" and ev["frames"] == 40 and ev["gap_sketch"] < ev["gap_sparse_random"]
+    assert result["hours"] == ["2026-01-01T00", "2026-01-01T01", "2026-01-01T02", "2026-01-01T03"] and result["version"] == 1
+    assert [(a["hour"], a["status"], a["rows"]) for a in result["applied"]] == [("2026-01-01T02", "applied", 40), ("2026-01-01T03", "applied", 40)]
+    evs = result["evaluations"]  # one report row per served hour: the gap plot has more than one point
+    assert [ev["hour"] for ev in evs] == ["2026-01-01T02", "2026-01-01T03"]
+    for ev in evs:
+        assert ev["frames"] == 40 and ev["sample"] == 32 and ev["se_gap_sketch"] > 0 and ev["gap_sketch"] < ev["gap_sparse_random"]
+    assert result["picture"]["hour"] == "2026-01-01T03" and result["picture"]["rel_error"] > 0
+    with open(result["locations"]["picture"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     S = L.load_sketch(result["locations"]["sketch"])
     assert S.m == 8 and S.meta["kind"] == "learned" and S.meta["data"]["train_hours"] == ["2026-01-01T00"]
     with open(result["locations"]["plot"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert "[4/4] report" in err and "sparse" in err and result["locations"]["shards"] in err  # progress and table on stderr
+    assert "[5/5] report" in err and "sparse" in err and result["locations"]["shards"] in err  # progress and table on stderr
 
 
 def test_console_script_runs_as_a_process(tmp_path):

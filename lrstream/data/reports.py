@@ -31,17 +31,28 @@ SCHEMA = pa.schema(
         ("n", pa.int64()),
         ("d", pa.int64()),
         ("frames", pa.int64()),
+        ("sample", pa.int64()),
+        ("sample_seed", pa.int64()),
         ("optimal_error", pa.float64()),
         ("gap_sketch", pa.float64()),
         ("gap_sparse_random", pa.float64()),
         ("gap_dense_random", pa.float64()),
         ("gap_random_half", pa.float64()),
+        ("se_gap_sketch", pa.float64()),
+        ("se_gap_sparse_random", pa.float64()),
+        ("se_gap_dense_random", pa.float64()),
+        ("se_gap_random_half", pa.float64()),
+        ("se_difference", pa.float64()),
         ("ratio", pa.float64()),
+        ("sketch_rel_error", pa.float64()),
+        ("factors_reused", pa.bool_()),
         ("seconds_per_frame", pa.float64()),
+        ("evaluate_seconds", pa.float64()),
         ("sparse_seed", pa.int64()),
         ("dense_seed", pa.int64()),
         ("drift", pa.bool_()),
         ("margin", pa.float64()),
+        ("drift_z", pa.float64()),
         ("device", pa.string()),
         ("evaluated_at", pa.timestamp("s", tz="UTC")),
     ]
@@ -97,16 +108,23 @@ def read_reports(store: Store | str, stream: str, last: int | None = None) -> li
     return sorted(rows, key=lambda r: (r["hour"], r["version"], r["evaluated_at"] or ""))
 
 
+def _num(value, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(scale * value, spec)
+
+
 def format_reports(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of report rows (the gaps, the ratio over sparse random, drift)."""
-    head = f"{'hour':<14}{'v':>4}  {'kind':<8}{'frames':>7}{'optimum':>9}{'gap':>10}{'sparse':>10}{'dense':>10}{'half':>10}{'ratio':>8}{'ms/frame':>9}  drift"
+    """A plain-text table of report rows: the gaps (with the sampling error of the sketch's), the ratio over sparse random, drift.
+
+    Rows written before sampled evaluation (no ``sample``) show every frame as the sample.
+    """
+    head = f"{'hour':<14}{'v':>4}  {'kind':<8}{'frames':>7}{'sample':>7}{'optimum':>9}{'gap':>10}{'+-se':>9}{'sparse':>10}{'dense':>10}{'half':>10}{'ratio':>8}{'rel err':>8}{'ms/frame':>9}  drift"
     lines = [head, "-" * len(head)]
     for r in rows:
-        half = "-" if r.get("gap_random_half") is None else f"{r['gap_random_half']:.5f}"
-        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.1f}x"
+        sample = r.get("sample") or r["frames"]
         lines.append(
-            f"{r['hour']:<14}{r['version']:>4}  {r['kind']:<8}{r['frames']:>7}{r['optimal_error']:>9.4f}{r['gap_sketch']:>10.5f}"
-            f"{r['gap_sparse_random']:>10.5f}{r['gap_dense_random']:>10.5f}{half:>10}{ratio:>8}{1e3 * r['seconds_per_frame']:>9.2f}  {'DRIFT' if r['drift'] else 'ok'}"
+            f"{r['hour']:<14}{r['version']:>4}  {r['kind']:<8}{r['frames']:>7}{sample:>7}{r['optimal_error']:>9.4f}{r['gap_sketch']:>10.5f}{_num(r.get('se_gap_sketch'), '.5f'):>9}"
+            f"{r['gap_sparse_random']:>10.5f}{r['gap_dense_random']:>10.5f}{_num(r.get('gap_random_half'), '.5f'):>10}{_num(r.get('ratio'), '.1f') + 'x':>8}"
+            f"{_num(r.get('sketch_rel_error'), '.4f'):>8}{_num(r.get('seconds_per_frame'), '.2f', 1e3):>9}  {'DRIFT' if r['drift'] else 'ok'}"
         )
     return "\n".join(lines)
 
@@ -122,16 +140,15 @@ def plot_reports(rows: list[dict[str, Any]], path: str, title: str = "") -> None
     hours = sorted({r["hour"] for r in rows})
     x = {h: i for i, h in enumerate(hours)}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(hours) + 3), 4))
-    series: dict[str, list[tuple[int, float]]] = {}
+    series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
-        series.setdefault(f"stored sketch ({r['kind']})", []).append((x[r["hour"]], r["gap_sketch"]))
-        series.setdefault("sparse random", []).append((x[r["hour"]], r["gap_sparse_random"]))
-        series.setdefault("dense random", []).append((x[r["hour"]], r["gap_dense_random"]))
-        if r.get("gap_random_half") is not None:
-            series.setdefault("random half of the mixed sketch", []).append((x[r["hour"]], r["gap_random_half"]))
+        for label, key in ((f"stored sketch ({r['kind']})", "sketch"), ("sparse random", "sparse_random"), ("dense random", "dense_random"), ("random half of the mixed sketch", "random_half")):
+            if r.get(f"gap_{key}") is not None:
+                series.setdefault(label, []).append((x[r["hour"]], r[f"gap_{key}"], r.get(f"se_gap_{key}") or 0.0))
     for label, pts in series.items():
         pts.sort()
-        ax.plot([p[0] for p in pts], [max(p[1], 1e-12) for p in pts], marker="o", label=label, linestyle="--" if "random" in label else "-")
+        # Error bars: one standard error of the sampled gap (none where every frame was scored).
+        ax.errorbar([p[0] for p in pts], [max(p[1], 1e-12) for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=label, linestyle="--" if "random" in label else "-")
     ax.set_yscale("log")
     ax.set_xticks(range(len(hours)), hours, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("error gap (mean SCW error - optimum)")

@@ -307,3 +307,22 @@ def iter_hour_frames(store: Store | str, stream: str, hour: str, verify: bool = 
     """Yield (frames (rows, H, W, C), frame_index (rows,)) per part of a published hour (see :func:`iter_hour_tables`)."""
     for table in iter_hour_tables(store, stream, hour, verify=verify, rows=rows):
         yield table.column("frame").combine_chunks().to_numpy_ndarray(), table.column("frame_index").to_numpy()
+
+
+def read_rows_at(store: Store | str, stream: str, hour: str, positions: list[int]) -> pa.Table:
+    """The rows at the given positions of a published hour (sorted, distinct, in [0, rows)), opening only the parts that hold them."""
+    store = Store.of(store)
+    doc = _published(store, stream, hour)
+    hdir = store.hour_dir(stream, hour)
+    wanted = sorted(set(int(p) for p in positions))
+    if wanted and (wanted[0] < 0 or wanted[-1] >= int(doc["rows"])):
+        raise DataError(f"hour {hour} of stream {stream} has {doc['rows']} rows; asked for row {wanted[-1] if wanted[-1] >= 0 else wanted[0]}")
+    tables, first = [], 0
+    for entry in doc["files"]:
+        start, first = first, first + int(entry["rows"])
+        inside = [p - start for p in wanted if start <= p < first]
+        if inside:
+            tables.append(read_part(store, hdir, entry, f"stream {stream} hour {hour}").take(pa.array(inside, pa.int64())))
+    if not tables:
+        raise DataError(f"no rows asked for from hour {hour} of stream {stream}")
+    return pa.concat_tables(tables)

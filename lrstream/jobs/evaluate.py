@@ -1,30 +1,48 @@
-"""The evaluate job: apply a stored sketch to the newest hour, report its error gap, flag drift.
+"""The evaluate job: score a stored sketch on an hour at about the cost of applying it, report the gap, flag drift.
 
-:func:`run_evaluation` picks the hour and the sketch version, refuses
-mismatched shapes, scores the sketch next to random sketches of the same
-size (:func:`lrstream.numerics.scoring.evaluate_batches`) and writes one
-report row per (hour, version) (:mod:`lrstream.data.reports`). Drift is the
-sketch's gap exceeding the sparse random gap by more than ``margin``
-(relative); :func:`run_evaluate`, the command, then exits 5 and, if asked,
-submits a retraining (:func:`lrstream.distributed.submit.submit_retrain`).
+:func:`run_evaluation` picks the hour and the sketch version and refuses
+mismatched shapes. Then, in two parts:
+
+* the sketch's own error on every frame comes from the apply pass: the
+  factors ``lrstream apply`` stored for this hour and version (their rows
+  carry each frame's error), or, where there are none, one apply pass here
+  that stores nothing;
+* the optimum (top-k singular values by block Krylov,
+  :mod:`lrstream.numerics.spectrum`) and the random baselines run on a
+  seeded sample of ``sample`` frames (all of them when the hour has fewer):
+  :func:`lrstream.numerics.scoring.score_sample`.
+
+Each gap comes with its standard error over the sample. Drift: the
+sketch's gap exceeds sparse random's by more than ``margin`` (relative)
+plus ``z`` standard errors of the paired difference (zero when every frame
+is scored, so the rule is then the plain margin). One report row per
+(hour, version) (:mod:`lrstream.data.reports`); :func:`run_evaluate`, the
+command, exits 5 on drift and, if asked, submits a retraining
+(:func:`lrstream.distributed.submit.submit_retrain`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..data.reader import hour_info, iter_matrices, matrix_shape
+import numpy as np
+
+from ..data.factors import read_factor_errors, read_factors_manifest
+from ..data.reader import hour_info, matrix_shape
 from ..data.reports import format_reports, read_report, write_report
-from ..data.shards import list_hours
+from ..data.shards import iter_hour_tables, list_hours, read_rows_at
+from ..data.sources import frames_to_matrices
 from ..data.store import Store, check_hour
 from ..data.versions import latest_version, load_version
 from ..distributed.submit import submit_retrain
 from ..errors import EXIT_DRIFT, CommandFailed, DataError, NothingToDoError, UsageError
+from ..numerics.apply import apply_sketch
 from ..numerics.checks import check_rank
-from ..numerics.scoring import evaluate_batches
+from ..numerics.scoring import sample_rows, score_sample
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,10 @@ class EvaluateJob:
     retrain_on_drift: bool = field(default=False, metadata={"help": "on drift, submit `lrstream train` for the stream (a Ray job with id retrain-S-HOUR when RAY_ADDRESS is a dashboard URL)"})
     workers: int = field(default=2, metadata={"help": "workers for a retraining submitted on drift"})
     address: str | None = field(default=None, metadata={"help": "Ray dashboard address for --retrain-on-drift (default: $RAY_ADDRESS)"})
+    sample: int = field(default=32, metadata={"help": "frames scored against the optimum and the random sketches (all frames when the hour has fewer)"})
+    seed: int = field(default=0, metadata={"help": "seeds the sample of frames"})
+    z: float = field(default=2.0, metadata={"help": "drift also needs the gap difference to exceed the margin by this many standard errors of the sample"})
+    recompute: bool = field(default=False, metadata={"help": "apply the sketch again even where `lrstream apply` stored this hour's factors"})
     batch_size: int = field(default=8, metadata={"help": "frames scored at a time"})
     device: str = field(default="cpu", metadata={"help": "torch device of the numerics"})
 
@@ -61,6 +83,30 @@ def pick_hour(store: Store | str, stream: str, meta: dict[str, Any], hour: str |
     return fresh[-1]
 
 
+def sketch_errors_of_hour(store: Store, stream: str, hour: str, version: int, sketch, k: int, gray: bool, batch_size: int = 8, device: str = "cpu", recompute: bool = False) -> dict[str, Any]:
+    """The sketch's error on every frame of ``hour``: from its stored factors when they match, else one apply pass (nothing stored).
+
+    Returns frame_index, error (||A - L R||_F) and norm (||A||_F), each (rows,),
+    with ``reused`` and the apply's ``seconds_per_frame``.
+    """
+    doc = None if recompute else read_factors_manifest(store, stream, hour, version)
+    if doc is not None and int(doc["k"]) == k and bool(doc.get("gray", False)) == gray:
+        return {**read_factor_errors(store, stream, hour, version), "reused": True, "seconds_per_frame": doc.get("seconds_per_frame")}
+    parts: dict[str, list] = {"frame_index": [], "error": [], "norm": []}
+    seconds = 0.0
+    for table in iter_hour_tables(store, stream, hour):
+        mats = frames_to_matrices(table.column("frame").combine_chunks().to_numpy_ndarray(), gray=gray)  # (rows, n, d), uint8 kept
+        parts["frame_index"].append(table.column("frame_index").to_numpy())
+        for i in range(0, len(mats), batch_size):
+            t0 = time.perf_counter()
+            f = apply_sketch(sketch, mats[i : i + batch_size], k, device=device)
+            seconds += time.perf_counter() - t0
+            parts["error"].append(f.errors.numpy())
+            parts["norm"].append(f.norms.numpy())
+    out = {name: np.concatenate(p) for name, p in parts.items()}
+    return {**out, "reused": False, "seconds_per_frame": seconds / max(len(out["error"]), 1)}
+
+
 def run_evaluation(
     store: Store | str,
     stream: str,
@@ -70,6 +116,10 @@ def run_evaluation(
     margin: float = 0.0,
     batch_size: int = 8,
     device: str = "cpu",
+    sample: int = 32,
+    seed: int = 0,
+    z: float = 2.0,
+    recompute: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a stored sketch on one hour and append the report row; returns the row with a ``status``.
 
@@ -77,10 +127,11 @@ def run_evaluation(
     before: the stored row is returned and nothing is added) or
     "concurrent" (another run published the row first).
     """
-    if margin < 0:
-        raise UsageError(f"drift margin must be >= 0, got {margin}")
-    if batch_size < 1:
-        raise UsageError("batch size must be >= 1")
+    if margin < 0 or z < 0:
+        raise UsageError(f"drift margin and z must be >= 0, got {margin} and {z}")
+    if batch_size < 1 or sample < 1:
+        raise UsageError("batch size and sample must be >= 1")
+    t0 = time.perf_counter()
     store = Store.of(store)
     version = int(version) if version is not None else latest_version(store, stream)
     if version is None:
@@ -105,7 +156,15 @@ def run_evaluation(
             raise UsageError(f"sketch version {version} records no rank k; pass --k")
         k = int(meta["k"])
     k = check_rank(k, m=sketch.m, n=n, d=d)
-    result = evaluate_batches(sketch, iter_matrices(store, stream, [chosen], batch_size=batch_size, gray=gray), k, device=device)
+    own = sketch_errors_of_hour(store, stream, chosen, version, sketch, k, gray, batch_size=batch_size, device=device, recompute=recompute)
+    positions = sample_rows(info.rows, sample, seed)
+    table = read_rows_at(store, stream, chosen, positions)
+    index = table.column("frame_index").to_numpy()
+    where = {int(f): i for i, f in enumerate(own["frame_index"])}
+    errors = np.array([own["error"][where[int(f)]] for f in index])  # the sampled frames' own errors, from the apply pass
+    A = frames_to_matrices(table.column("frame").combine_chunks().to_numpy_ndarray(), gray=gray)  # (s, n, d)
+    score = score_sample(sketch, A, errors, k, population=info.rows, device=device)
+    rel = own["error"] / np.where(own["norm"] > 0, own["norm"], 1.0)
     row = {
         "stream": stream,
         "hour": chosen,
@@ -113,10 +172,16 @@ def run_evaluation(
         "kind": str(meta.get("kind", sketch.kind)),
         "n": n,
         "d": d,
-        **asdict(result),
-        "ratio": result.ratio,
-        "drift": result.drift(margin),
+        **asdict(score),
+        "sample_seed": seed,
+        "ratio": score.ratio,
+        "sketch_rel_error": float(rel.mean()),
+        "factors_reused": bool(own["reused"]),
+        "seconds_per_frame": own["seconds_per_frame"],
+        "drift": score.drift(margin, z),
         "margin": margin,
+        "drift_z": z,
+        "evaluate_seconds": time.perf_counter() - t0,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     status = "evaluated" if write_report(store, stream, row) else "concurrent"
@@ -137,14 +202,20 @@ def run_evaluate(store: Store | str, stream: str, job: EvaluateJob = EvaluateJob
     ``job.retrain_on_drift`` (its submission under ``result["retrain"]``).
     """
     store = Store.of(store)
-    row = run_evaluation(store, stream, hour=job.hour, version=job.version, k=job.k, margin=job.margin, batch_size=job.batch_size, device=job.device)
+    row = run_evaluation(
+        store, stream, hour=job.hour, version=job.version, k=job.k, margin=job.margin, batch_size=job.batch_size, device=job.device,
+        sample=job.sample, seed=job.seed, z=job.z, recompute=job.recompute,
+    )  # fmt: skip
     out = {**row, "gap": {"sketch": row["gap_sketch"], "sparse_random": row["gap_sparse_random"], "dense_random": row["gap_dense_random"], "random_half": row["gap_random_half"]}}
     log(format_reports([row]))
     if row["status"] == "exists":
         log(f"hour {row['hour']} was already evaluated with version {row['version']}; no row added")
     if not row["drift"]:
         return out
-    message = f"drift: stream {stream} hour {row['hour']}: sketch version {row['version']} has gap {row['gap_sketch']:.5g}, sparse random {row['gap_sparse_random']:.5g} (margin {row['margin']:.0%})"
+    message = (
+        f"drift: stream {stream} hour {row['hour']}: sketch version {row['version']} has gap {row['gap_sketch']:.5g}, sparse random {row['gap_sparse_random']:.5g} "
+        f"(margin {row['margin']:.0%} + {row['drift_z']:g} x {row['se_difference']:.2g} sampling error, {row['sample']} of {row['frames']} frames)"
+    )
     if job.retrain_on_drift:
         meta = load_version(store, stream, row["version"]).meta
         argv = retrain_argv(store.root, stream, meta, workers=job.workers)
