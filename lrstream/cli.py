@@ -37,6 +37,7 @@ from .jobs.flags import FLOATS, HALF_LIVES, Command, ListOf, Parser
 from .jobs.ingest import run_ingest
 from .jobs.plan import run_plan
 from .jobs.report import run_report
+from .jobs.show import ShowJob, run_show
 from .jobs.train import run_train
 from .training.config import LearnConfig
 
@@ -221,6 +222,17 @@ def _run_report(cmd: Command, args, log) -> dict:
     return run_report(args.root, args.stream, last=args.last, plot=args.plot, log=log)
 
 
+def _add_show(cmd: Command) -> None:
+    _root_and_stream(cmd)
+    for name in ("hour", "frame", "version", "out"):
+        cmd.field(ShowJob, name)
+    _common(cmd)
+
+
+def _run_show(cmd: Command, args, log) -> dict:
+    return run_show(args.root, args.stream, cmd.build(ShowJob, args), log=log)
+
+
 # ---------------------------------------------------------------- main
 
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
@@ -231,6 +243,7 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("apply", "store every frame's rank-k factors for an hour (or several) with the current sketch", _add_apply, _run_apply),
     ("evaluate", "apply the current sketch to the newest hour and report its error gap next to random sketches", _add_evaluate, _run_evaluate),
     ("report", "print the last evaluation runs of a stream (and plot the gap over time)", _add_report, _run_report),
+    ("show", "draw one stored frame, its rank-k approximation from the stored factors and the residual as a PNG", _add_show, _run_show),
     ("demo", "the whole pipeline on this machine: ingest 3 hours, retrain on Ray, evaluate, report", _add_demo, _run_demo),
 ]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, NothingToDoError
-from .shards import iter_hour_frames, list_hours, read_manifest
+from .shards import iter_hour_frames, iter_hour_tables, list_hours, read_manifest
 from .sources import frames_to_matrices
 from .store import Store
 
@@ -99,6 +99,42 @@ def read_rows(store: Store | str, stream: str, hour: str, lo: int, hi: int, gray
     if not mats:
         raise DataError(f"hour {hour} of stream {stream} has no rows in [{lo}, {hi})")
     return torch.from_numpy(np.concatenate(mats).astype(np.float32, copy=False))
+
+
+def _candidate_rows(files: list[dict], frame_index: int) -> list[tuple[int, int]]:
+    """Row ranges [lo, hi) of the parts that may hold ``frame_index``: the one part whose index range covers it
+    when every part records its ``first_index`` in ascending order (indices grow within an hour, with gaps where
+    frames were quarantined), else every part (a scan)."""
+    bounds, first = [], 0
+    for entry in files:
+        bounds.append((first, first + int(entry["rows"])))
+        first += int(entry["rows"])
+    starts = [entry.get("first_index") for entry in files]
+    if any(s is None for s in starts) or starts != sorted(starts):
+        return bounds
+    part = max((i for i, s in enumerate(starts) if int(s) <= frame_index), default=None)
+    return [] if part is None else [bounds[part]]
+
+
+def read_frame(store: Store | str, stream: str, hour: str, frame_index: int) -> np.ndarray:
+    """The raw frame (H, W, C), in its stored dtype, of a published hour whose ``frame_index`` column equals ``frame_index``.
+
+    Opens only the part that holds it (from the manifest's ``rows`` and
+    ``first_index``). NothingToDoError (exit 4) when the hour is not
+    published or has no such frame (never ingested, or quarantined).
+    """
+    store = Store.of(store)
+    doc = read_manifest(store, stream, hour)
+    if doc is None:
+        raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
+    for lo, hi in _candidate_rows(doc["files"], int(frame_index)):
+        for table in iter_hour_tables(store, stream, hour, rows=(lo, hi)):
+            hits = np.flatnonzero(table.column("frame_index").to_numpy() == int(frame_index))
+            if hits.size:
+                return table.slice(int(hits[0]), 1).column("frame").combine_chunks().to_numpy_ndarray()[0]
+    quarantined = any(int(q.get("frame_index", -1)) == int(frame_index) for q in doc.get("quarantine", []))
+    why = " (it was quarantined at ingest)" if quarantined else ""
+    raise NothingToDoError(f"hour {hour} of stream {stream} has no frame {frame_index}{why}")
 
 
 class HourReader:

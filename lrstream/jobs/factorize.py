@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..data.sources import read_matrix
+from ..data.sources import IMAGE_SUFFIXES, frames_to_matrices, read_image, read_matrix
 from ..data.store import Store
 from ..errors import UsageError
 from ..numerics import factorize as fz
+from .pictures import draw_comparison
 
 METHODS = ("svd", "uv", "complete")
 
@@ -33,6 +35,7 @@ class FactorizeJob:
     holdout: float = field(default=0.1, metadata={"help": "complete: fraction of observed entries held out to report error"})
     seed: int = field(default=0, metadata={"help": "seeds the factors' start and the observed/held-out draws"})
     device: str = field(default="cpu", metadata={"help": "torch device of uv/complete"})
+    picture: str | None = field(default=None, metadata={"help": "also draw the original, each method's rank-k approximation and the residual as a PNG (path or fsspec URL)"})
 
 
 def _factorize(job: FactorizeJob, A: np.ndarray):
@@ -55,9 +58,60 @@ def _factorize(job: FactorizeJob, A: np.ndarray):
     return fz.complete_matrix(A, mask, job.k, steps=job.steps, lr=job.lr, holdout=job.holdout, seed=job.seed, device=job.device)
 
 
+def _is_image(url: str) -> bool:
+    return os.path.splitext(url.split("?")[0])[1].lower() in IMAGE_SUFFIXES
+
+
+def _display(M: np.ndarray, image_shape: tuple[int, ...] | None, lo: float, hi: float) -> np.ndarray:
+    """A matrix (n, d) as the uint8 picture it stands for: an image's (H, W, C) again (channels were
+    stacked as rows), or any other matrix mapped linearly from [lo, hi] to [0, 255] as (n, d) gray."""
+    if image_shape is not None:
+        H, W, C = image_shape
+        return np.clip(np.rint(M.reshape(C, H, W).transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+    scaled = (M - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(M)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _picture(job: FactorizeJob, A: np.ndarray, first, image_shape: tuple[int, ...] | None, log: Callable[[str], None]) -> dict[str, float]:
+    """Draw one row per method (the job's own result ``first`` reused, the others run with the job's k, steps and seed)
+    into ``job.picture``; returns each method's relative error ||A - LR||_F / ||A||_F."""
+    lo, hi = float(A.min()), float(A.max())
+    original = _display(A, image_shape, lo, hi)
+    norm = float(np.linalg.norm(A)) or 1.0
+    rows, errors = [], {}
+    for method in METHODS:
+        if method == job.method:
+            res, other = first, job
+        else:  # completion needs unobserved entries to be a completion: half by default, the job's own fraction if given
+            other = replace(job, method=method, observed=job.observed if job.observed is not None or job.mask else 0.5)
+            res = _factorize(other, A)
+        approx = (res.L @ res.R).detach().cpu().double().numpy()  # (n, d)
+        errors[method] = float(np.linalg.norm(A - approx)) / norm
+        observed = f", {other.observed:.0%} observed" if method == "complete" and other.observed is not None else ""
+        observed = ", masked" if method == "complete" and other.mask else observed
+        label = f"{method} (rank {job.k}{observed})" + (", stored" if method == job.method else "")
+        rows.append((label, original, _display(approx, image_shape, lo, hi), f"rel. error {errors[method]:.4g}"))
+        log(f"{'picture ' + method:>24}: relative error {errors[method]:.6g}")
+    n, d = A.shape
+    title = f"{os.path.basename(job.input.split('?')[0])}: {n}x{d} matrix, rank {job.k}, compression {n * d / (job.k * (n + d)):.3g}x"
+    draw_comparison(rows, job.picture, title)
+    log(f"picture written to {job.picture}")
+    return errors
+
+
 def run_factorize(job: FactorizeJob, log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
-    """Factorise ``job.input`` as L (n, k) @ R (k, d); writes them and the metrics under ``job.out``; returns the metrics."""
-    A = read_matrix(job.input)
+    """Factorise ``job.input`` as L (n, k) @ R (k, d); writes them and the metrics under ``job.out``; returns the metrics.
+
+    With ``job.picture`` also draws every method's approximation next to the
+    original (:func:`lrstream.jobs.pictures.draw_comparison`); the factors
+    written stay those of ``job.method``.
+    """
+    image_shape = None
+    if job.picture and _is_image(job.input):
+        img = read_image(job.input)  # (H, W, C) uint8, kept to turn the factors back into pictures
+        image_shape, A = img.shape, frames_to_matrices(img[None])[0]
+    else:
+        A = read_matrix(job.input)
     if A.ndim != 2:
         raise UsageError(f"factorize takes one matrix, {job.input} holds a stack of shape {A.shape}")
     res = _factorize(job, A.astype(np.float64))
@@ -71,4 +125,5 @@ def run_factorize(job: FactorizeJob, log: Callable[[str], None] = lambda msg: No
     for key, value in metrics.items():
         log(f"{key:>24}: {value}")
     log(f"factors and metrics written to {job.out}")
-    return {**metrics, "out": job.out}
+    extra = {"picture": job.picture, "picture_errors": _picture(job, A.astype(np.float64), res, image_shape, log)} if job.picture else {}
+    return {**metrics, "out": job.out, **extra}
