@@ -102,7 +102,7 @@ def main() -> None:
     write_report(
         args.out, "evaluate", rows, matrix=list(frames.shape[1:]), k=K, m=M, frames=N, sample=args.sample, evaluate_over_apply=ratio,
         evaluate_recomputed_over_apply=ratio_recomputed, previous_over_apply=rows[3]["ms_per_frame"] / apply_row["ms_per_frame"],
-        sampled={key: reused[key] for key in ("gap_sketch", "se_gap_sketch", "gap_sparse_random", "se_gap_sparse_random", "gap_dense_random", "se_gap_dense_random")},
+        sampled={key: reused[key] for key in ("gap_sketch", "se_sketch", "gap_sparse_random", "se_sparse_random", "gap_dense_random", "se_dense_random")},
         full={key: full[key] for key in ("gap_sketch", "gap_sparse_random", "gap_dense_random")},
     )  # fmt: skip
 

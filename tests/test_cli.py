@@ -99,7 +99,7 @@ def test_demo_runs_the_pipeline_on_ray(tmp_path, capsys):
     evs = result["evaluations"]  # one report row per served hour: the gap plot has more than one point
     assert [ev["hour"] for ev in evs] == ["2026-01-01T02", "2026-01-01T03"]
     for ev in evs:
-        assert ev["frames"] == 40 and ev["sample"] == 32 and ev["se_gap_sketch"] > 0 and ev["gap_sketch"] < ev["gap_sparse_random"]
+        assert ev["frames"] == 40 and ev["sample"] == 32 and ev["se_sketch"] > 0 and ev["gap_sketch"] < ev["gap_sparse_random"]
     assert result["picture"]["hour"] == "2026-01-01T03" and result["picture"]["rel_error"] > 0
     with open(result["locations"]["picture"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -38,10 +38,10 @@ SCHEMA = pa.schema(
         ("gap_sparse_random", pa.float64()),
         ("gap_dense_random", pa.float64()),
         ("gap_random_half", pa.float64()),
-        ("se_gap_sketch", pa.float64()),
-        ("se_gap_sparse_random", pa.float64()),
-        ("se_gap_dense_random", pa.float64()),
-        ("se_gap_random_half", pa.float64()),
+        ("se_sketch", pa.float64()),
+        ("se_sparse_random", pa.float64()),
+        ("se_dense_random", pa.float64()),
+        ("se_random_half", pa.float64()),
         ("se_difference", pa.float64()),
         ("ratio", pa.float64()),
         ("sketch_rel_error", pa.float64()),
@@ -122,7 +122,7 @@ def format_reports(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         sample = r.get("sample") or r["frames"]
         lines.append(
-            f"{r['hour']:<14}{r['version']:>4}  {r['kind']:<8}{r['frames']:>7}{sample:>7}{r['optimal_error']:>9.4f}{r['gap_sketch']:>10.5f}{_num(r.get('se_gap_sketch'), '.5f'):>9}"
+            f"{r['hour']:<14}{r['version']:>4}  {r['kind']:<8}{r['frames']:>7}{sample:>7}{r['optimal_error']:>9.4f}{r['gap_sketch']:>10.5f}{_num(r.get('se_sketch'), '.5f'):>9}"
             f"{r['gap_sparse_random']:>10.5f}{r['gap_dense_random']:>10.5f}{_num(r.get('gap_random_half'), '.5f'):>10}{_num(r.get('ratio'), '.1f') + 'x':>8}"
             f"{_num(r.get('sketch_rel_error'), '.4f'):>8}{_num(r.get('seconds_per_frame'), '.2f', 1e3):>9}  {'DRIFT' if r['drift'] else 'ok'}"
         )
@@ -144,7 +144,7 @@ def plot_reports(rows: list[dict[str, Any]], path: str, title: str = "") -> None
     for r in rows:
         for label, key in ((f"stored sketch ({r['kind']})", "sketch"), ("sparse random", "sparse_random"), ("dense random", "dense_random"), ("random half of the mixed sketch", "random_half")):
             if r.get(f"gap_{key}") is not None:
-                series.setdefault(label, []).append((x[r["hour"]], r[f"gap_{key}"], r.get(f"se_gap_{key}") or 0.0))
+                series.setdefault(label, []).append((x[r["hour"]], r[f"gap_{key}"], r.get(f"se_{key}") or 0.0))
     for label, pts in series.items():
         pts.sort()
         # Error bars: one standard error of the sampled gap (none where every frame was scored).

@@ -35,7 +35,7 @@ from ..errors import UsageError
 
 HOUR_LABELS = ("2026-01-01T00", "2026-01-01T01", "2026-01-01T02", "2026-01-01T03", "2026-01-01T04", "2026-01-01T05")
 KINDS = ("learned", "mixed-j", "mixed-s")
-_SHOWN = ("hour", "frames", "sample", "optimal_error", "gap_sketch", "se_gap_sketch", "gap_sparse_random", "gap_dense_random", "gap_random_half", "ratio", "sketch_rel_error", "drift")
+_SHOWN = ("hour", "frames", "sample", "optimal_error", "gap_sketch", "se_sketch", "gap_sparse_random", "gap_dense_random", "gap_random_half", "ratio", "sketch_rel_error", "drift")
 
 
 @dataclass(frozen=True)
