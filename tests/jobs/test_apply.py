@@ -191,3 +191,51 @@ def test_two_ray_workers_store_the_in_process_factors(tmp_path, ray_local):
     np.testing.assert_array_equal(got["frame_index"], expected["frame_index"])
     np.testing.assert_allclose(got["error"], expected["error"], rtol=1e-6)
     assert len(read_factors_manifest(str(tmp_path), "cam", "2026-01-01T00", version)["files"]) >= 2  # both workers wrote parts
+
+
+# ---------------------------------------------------------------- evaluation at the cost of the apply
+
+
+def _evaluate(root, version, **kw):
+    import shutil
+
+    from lrstream.jobs.evaluate import run_evaluation
+
+    shutil.rmtree(f"{root}/reports", ignore_errors=True)  # one row per (hour, version): clear it so each call evaluates
+    return run_evaluation(root, "phone", hour=APPLY, version=version, **kw)
+
+
+def test_sampled_gaps_agree_with_the_full_hour_within_their_standard_error(clip):
+    root, version, frames = clip
+    from lrstream.numerics.scoring import evaluate_batches
+
+    full = _evaluate(root, version, sample=60)  # every frame: standard error 0
+    assert full["sample"] == full["frames"] == 60 and full["se_sketch"] == 0 and full["se_difference"] == 0
+    # The whole-hour figures are the exact ones: a full SVD of every frame and float64 errors of every sketch.
+    exact = evaluate_batches(L.load_sketch(Store(root).url(Store(root).version_dir("phone", version))), [frames_to_matrices(frames).astype(np.float32)], 10)
+    for key in ("optimal_error", "gap_sparse_random", "gap_dense_random"):
+        assert full[key] == pytest.approx(getattr(exact, key), rel=1e-6), key
+    assert full["gap_sketch"] == pytest.approx(exact.gap_sketch, rel=1e-3)  # the sketch's own errors are those of its float16 factors
+    for seed in (0, 1, 2):
+        part = _evaluate(root, version, sample=16, seed=seed)
+        assert part["sample"] == 16 and part["frames"] == 60 and part["sample_seed"] == seed
+        for key in ("sketch", "sparse_random", "dense_random"):
+            se = part[f"se_{key}"]
+            assert 0 < se and abs(part[f"gap_{key}"] - full[f"gap_{key}"]) <= 3 * se, (seed, key, part[f"gap_{key}"], full[f"gap_{key}"], se)
+        assert part["se_difference"] > 0
+
+
+def test_evaluate_reuses_the_stored_factors_and_recomputes_without_them(clip):
+    root, version, _ = clip
+    assert main(["apply", "--root", root, "--stream", "phone", "--hour", APPLY, "--no-ray", "--force"]) == 0
+    before = _digests(root)
+    reused = _evaluate(root, version, sample=20)
+    recomputed = _evaluate(root, version, sample=20, recompute=True)
+    assert reused["factors_reused"] and not recomputed["factors_reused"]
+    assert _digests(root, tops=("frames", "sketches", "factors")) == before  # evaluating writes only its report row
+    for key in ("gap_sketch", "gap_sparse_random", "gap_dense_random", "sketch_rel_error", "se_sketch"):
+        assert reused[key] == pytest.approx(recomputed[key], rel=1e-6), key
+    stored = read_factors_manifest(root, "phone", APPLY, version)
+    assert reused["sketch_rel_error"] == pytest.approx(stored["mean_rel_error"], rel=1e-9)
+    other_k = _evaluate(root, version, sample=20, k=5)  # factors of another rank cannot stand in
+    assert not other_k["factors_reused"] and other_k["k"] == 5
