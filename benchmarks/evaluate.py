@@ -26,10 +26,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import write_report  # noqa: E402
-
 import numpy as np
 import torch
+from _report import write_report  # noqa: E402
 
 import lrstream as L
 from lrstream.data.datasets import sample_video_path
@@ -97,7 +96,7 @@ def main() -> None:
     ratio_recomputed = rows[2]["seconds"] / apply_row["seconds"]
     print(f"evaluate / apply: {ratio:.2f}x reusing the factors, {ratio_recomputed:.2f}x recomputing (target <= 3); previous evaluation {rows[3]['ms_per_frame'] / apply_row['ms_per_frame']:.0f}x")
     for key in ("gap_sketch", "gap_sparse_random", "gap_dense_random"):
-        se = reused[f"se_{key}"]
+        se = reused[f"se_{key.removeprefix('gap_')}"]
         print(f"{key:<20} sampled {reused[key]:.5f} +- {se:.5f}   all {N} frames {full[key]:.5f}   |diff| / se = {abs(reused[key] - full[key]) / se if se else float('nan'):.2f}")
     write_report(
         args.out, "evaluate", rows, matrix=list(frames.shape[1:]), k=K, m=M, frames=N, sample=args.sample, evaluate_over_apply=ratio,
