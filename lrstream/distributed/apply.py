@@ -19,11 +19,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from ..data.factors import factor_table, factor_versions, publish_factors, read_factors_manifest
 from ..data.parts import ipc_bytes, write_part
@@ -82,6 +85,26 @@ def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
         yield item
 
 
+@contextmanager
+def _spare_core(device: str):
+    """Run the GEMMs on one thread fewer than torch would take, on the CPU.
+
+    The reader and writer threads need a core of their own: when torch's
+    intra-op threads take every core, they are preempted mid-GEMM and the
+    others wait at its barrier (on 2 cores the job ran at 70 frames/s with
+    both cores for torch and 81 with one).
+    """
+    before = torch.get_num_threads()
+    if device.startswith("cuda") or before < 2:
+        yield
+        return
+    torch.set_num_threads(before - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class FactorWorker:
     """Applies one sketch version of one stream to ranges of its hours; one instance per Ray actor."""
 
@@ -99,43 +122,54 @@ class FactorWorker:
     def ready(self) -> dict[str, Any]:
         return {"ok": True, "k": self.k, "m": self.sketch.m, "n": self.sketch.n}
 
+    def _matrices(self, hour: str, lo: int, hi: int) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Array]]:
+        """(matrices (rows, n, d) uint8, frame_index, timestamps) per frame part: run in the prefetch thread, off the GEMMs' critical path."""
+        for table in iter_hour_tables(self.store, self.stream, hour, rows=(lo, hi)):
+            frames = table.column("frame").combine_chunks().to_numpy_ndarray()  # (rows, H, W, C) uint8
+            mats = frames_to_matrices(frames, gray=self.gray)  # (rows, C*H, W), uint8 kept (one de-interleaving copy, ~1 ms a 2160 x 1280 frame)
+            yield mats, table.column("frame_index").to_numpy(), table.column("timestamp").combine_chunks()
+
     def apply_rows(self, hour: str, attempt: str, lo: int, hi: int) -> dict[str, Any]:
-        """Factors of rows [lo, hi) of ``hour``, written as parts of ``attempt``; returns {"ok", "entries", seconds by stage}."""
+        """Factors of rows [lo, hi) of ``hour``, written as parts of ``attempt``; returns {"ok", "entries", seconds by stage}.
+
+        Three stages overlap: a thread reads and de-interleaves the next frame
+        part, this thread multiplies, and a writer thread compresses and
+        writes finished factor parts. ``seconds`` has each stage's own time
+        ("read" is the time spent waiting for frames).
+        """
         opts = self.options
         folder = self.store.factors_dir(self.stream, hour, self.version)
-        entries: list[dict[str, Any]] = []
         pending: list[tuple] = []
         times = {"read": 0.0, "compute": 0.0, "write": 0.0}
         row = lo
 
-        def flush() -> None:
-            nonlocal pending
+        def write(first_row: int, batch: list[tuple]) -> dict[str, Any]:
             t = time.perf_counter()
-            idx, stamps, L, R, err, rel, norm = (np.concatenate([p[i] for p in pending]) if i != 1 else pa.concat_arrays([p[1] for p in pending]) for i in range(7))
+            idx, stamps, L, R, err, rel, norm = (np.concatenate([p[i] for p in batch]) if i != 1 else pa.concat_arrays([p[1] for p in batch]) for i in range(7))
             data = ipc_bytes(factor_table(idx, stamps, L, R, err, rel, norm), opts.compression)
-            first_row = row - len(idx)
-            entries.append(write_part(self.store, folder, attempt, first_row, data, len(idx), first_row=first_row, first_index=int(idx[0]), error_sum=float(err.sum()), rel_error_sum=float(rel.sum())))
-            pending = []
+            entry = write_part(self.store, folder, attempt, first_row, data, len(idx), first_row=first_row, first_index=int(idx[0]), error_sum=float(err.sum()), rel_error_sum=float(rel.sum()))
             times["write"] += time.perf_counter() - t
+            return entry
 
-        t = time.perf_counter()
-        for table in _prefetch(iter_hour_tables(self.store, self.stream, hour, rows=(lo, hi))):
-            frames = table.column("frame").combine_chunks().to_numpy_ndarray()  # (rows, H, W, C) uint8
-            mats = frames_to_matrices(frames, gray=self.gray)  # (rows, C*H, W), uint8 kept (one de-interleaving copy, ~1 ms a 2160 x 1280 frame)
-            index, stamps = table.column("frame_index").to_numpy(), table.column("timestamp").combine_chunks()
-            times["read"] += time.perf_counter() - t
-            for i in range(0, len(mats), opts.batch_size):
-                t = time.perf_counter()
-                f = apply_sketch(self.sketch, mats[i : i + opts.batch_size], self.k, dtype=opts.dtype, device=opts.device)
-                b = f.L.shape[0]
-                pending.append((index[i : i + b], stamps[i : i + b], f.L.numpy(), f.R.numpy(), f.errors.numpy(), f.rel_errors.numpy(), f.norms.numpy()))
-                row += b
-                times["compute"] += time.perf_counter() - t
-                if sum(len(p[0]) for p in pending) >= opts.rows_per_part:
-                    flush()
+        futures = []
+        with ThreadPoolExecutor(max_workers=1) as writer, _spare_core(opts.device):
             t = time.perf_counter()
-        if pending:
-            flush()
+            for mats, index, stamps in _prefetch(self._matrices(hour, lo, hi)):
+                times["read"] += time.perf_counter() - t
+                for i in range(0, len(mats), opts.batch_size):
+                    t = time.perf_counter()
+                    f = apply_sketch(self.sketch, mats[i : i + opts.batch_size], self.k, dtype=opts.dtype, device=opts.device)
+                    b = f.L.shape[0]
+                    pending.append((index[i : i + b], stamps[i : i + b], f.L.numpy(), f.R.numpy(), f.errors.numpy(), f.rel_errors.numpy(), f.norms.numpy()))
+                    row += b
+                    times["compute"] += time.perf_counter() - t
+                    if sum(len(p[0]) for p in pending) >= opts.rows_per_part:
+                        futures.append(writer.submit(write, row - sum(len(p[0]) for p in pending), pending))
+                        pending = []
+                t = time.perf_counter()
+            if pending:
+                futures.append(writer.submit(write, row - sum(len(p[0]) for p in pending), pending))
+            entries = [fut.result() for fut in futures]  # raises a failed write here
         return {"ok": True, "entries": entries, "rows": row - lo, "seconds": times}
 
 
