@@ -199,3 +199,29 @@ def test_evaluate_job_entrypoint(store):
     proc = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--root", store, "--stream", "cam", "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["hour"] == HOURS[3]
+
+
+def test_report_rows_written_before_sampled_evaluation_still_read_format_and_plot(tmp_path):
+    """A row with only the columns of the pre-sampling schema (no sample, no standard errors) reads back and prints."""
+    import io as _io
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lrstream.data.reports import format_reports, plot_reports
+
+    old = {"stream": "cam", "hour": "2026-01-01T05", "version": 1, "kind": "learned", "k": 3, "m": 8, "n": 40, "d": 24, "frames": 12, "optimal_error": 0.2,
+           "gap_sketch": 0.01, "gap_sparse_random": 0.05, "gap_dense_random": 0.04, "gap_random_half": None, "ratio": 5.0, "seconds_per_frame": 0.001,
+           "sparse_seed": 1, "dense_seed": 2, "drift": False, "margin": 0.0, "device": "cpu",
+           "evaluated_at": datetime(2026, 1, 1, 6, tzinfo=timezone.utc)}  # fmt: skip
+    store = Store(str(tmp_path))
+    buf = _io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([old]), buf)
+    store.write_bytes(store.report_path("cam", old["hour"], 1), buf.getvalue())
+    rows = read_reports(store, "cam")
+    assert rows[0]["gap_sketch"] == 0.01 and rows[0].get("sample") is None
+    table = format_reports(rows)
+    assert "2026-01-01T05" in table and "5.0x" in table and " 12     12 " in table  # every frame was the sample then
+    plot_reports(rows, str(tmp_path / "gap.png"))
+    assert (tmp_path / "gap.png").read_bytes()[:4] == b"\x89PNG"
