@@ -244,7 +244,7 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("evaluate", "apply the current sketch to the newest hour and report its error gap next to random sketches", _add_evaluate, _run_evaluate),
     ("report", "print the last evaluation runs of a stream (and plot the gap over time)", _add_report, _run_report),
     ("show", "draw one stored frame, its rank-k approximation from the stored factors and the residual as a PNG", _add_show, _run_show),
-    ("demo", "the whole pipeline on this machine: ingest 3 hours, retrain on Ray, evaluate, report", _add_demo, _run_demo),
+    ("demo", "the whole pipeline on this machine: ingest 4 hours, retrain on Ray, apply, evaluate, report, picture", _add_demo, _run_demo),
 ]
 
 

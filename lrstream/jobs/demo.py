@@ -116,7 +116,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     rows = [run_evaluation(store, cfg.stream, hour=h, version=trained.version, device=cfg.device) for h in served]
     log("[5/5] report and picture")
     plot = store.url(f"{store.base}/report-{cfg.stream}.png")
-    plot_reports(read_reports(store, cfg.stream), plot, title=f"stream {cfg.stream}: error gap per hour (k={cfg.k}, m={cfg.m}, +-1 standard error)")
+    plot_reports(read_reports(store, cfg.stream), plot, title=f"stream {cfg.stream}: gap per hour, k={cfg.k}, m={cfg.m} (bars: 1 SE)")
     last = read_factors_manifest(store, cfg.stream, served[-1], trained.version)
     picture = store.url(f"{store.base}/show-{cfg.stream}.png")
     shown = run_show(store, cfg.stream, ShowJob(hour=served[-1], frame=int(last["files"][0]["first_index"]), version=trained.version, out=picture))

@@ -221,9 +221,10 @@ class SampleScore:
         difference d_i = (err_sketch,i - err_sparse,i) / sigma_1,i, an
         unbiased estimate of the hour's mean difference; se_difference is its
         standard error. The difference is paired: both sketches are scored on
-        the same frames, so the frame-to-frame spread of difficulty (which
-        dominates se_sketch and se_sparse_random alike) cancels, and
-        se_difference is much smaller than sqrt(se_sketch^2 + se_sparse^2).
+        the same frames, so the part of the frame-to-frame spread that the
+        two gaps share cancels, and se_difference is the right error for a
+        difference measured on one sample (below sqrt(se_sketch^2 +
+        se_sparse^2) whenever the two gaps rise and fall together).
         With z = 2, a sketch exactly at the margin is flagged about 2% of the
         time by sampling alone (one-sided normal tail); with every frame
         scored, se_difference = 0 and the rule is the plain margin of
