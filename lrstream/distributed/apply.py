@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from ..data.versions import load_version
 from ..errors import DataError, UsageError
 from ..numerics.apply import STORAGE_DTYPES, apply_sketch
 from ..numerics.checks import check_rank
-from .runtime import failure, init_ray, raise_failure, remote, reporting
+from .runtime import cluster_gpus, failure, init_ray, raise_failure, remote, reporting
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ApplyOptions:
     batch_size: int = field(default=8, metadata={"help": "frames multiplied at a time"})
     rows_per_part: int = field(default=64, metadata={"help": "frames per factor part file"})
     compression: str = field(default="zstd", metadata={"help": "compression of the factor parts", "choices": COMPRESSIONS})
-    device: str = field(default="cpu", metadata={"help": "torch device of the numerics (cuda: frames move there as uint8)"})
+    device: str = field(default="auto", metadata={"help": "torch device of the numerics: auto (CUDA where the cluster, or with --no-ray this machine, has a GPU), cpu or cuda (frames move there as uint8)"})
     force: bool = field(default=False, metadata={"help": "replace factors already stored for the hour (any version)"})
 
     def validate(self) -> ApplyOptions:
@@ -62,6 +62,8 @@ class ApplyOptions:
             raise UsageError("batch size and rows per part must be >= 1")
         if self.compression not in COMPRESSIONS:
             raise UsageError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
+            raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
         return self
 
 
@@ -244,6 +246,11 @@ def apply_hours(
     options.validate()
     if workers < 1:
         raise UsageError(f"workers must be >= 1, got {workers}")
+    if options.device == "auto":
+        if use_ray:
+            init_ray(address)
+        gpu = cluster_gpus() >= 1 if use_ray else torch.cuda.is_available()
+        options = replace(options, device="cuda" if gpu else "cpu")
     local = FactorWorker(store, stream, version, options)  # loads and checks the sketch here first: a bad version fails in one line
     plans = [_plan_hour(store, stream, h, version, local.sketch, local.k, local.gray, options, workers) for h in hours]
     todo = [p for p in plans if isinstance(p, _Hour)]
