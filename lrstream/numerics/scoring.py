@@ -49,8 +49,8 @@ def sparse_baseline(n: int, m: int) -> SparseSketch:
 
 
 @dataclass(frozen=True)
-class EvalResult:
-    """Mean errors over one set of matrices (each scaled to sigma_1 = 1)."""
+class Gaps:
+    """Mean sigma_1-normalised errors of a sketch and of random sketches of the same m on a set of frames."""
 
     frames: int
     k: int
@@ -60,7 +60,6 @@ class EvalResult:
     gap_sparse_random: float
     gap_dense_random: float
     gap_random_half: float | None
-    seconds_per_frame: float
     sparse_seed: int
     dense_seed: int
     device: str
@@ -69,6 +68,13 @@ class EvalResult:
     def ratio(self) -> float | None:
         """How many times smaller the sketch's gap is than sparse random's."""
         return self.gap_sparse_random / self.gap_sketch if self.gap_sketch > 0 else None  # None: the sketch is optimal here
+
+
+@dataclass(frozen=True)
+class EvalResult(Gaps):
+    """:class:`Gaps` over every matrix of a set (exact singular values), with the apply time per frame."""
+
+    seconds_per_frame: float
 
     def drift(self, margin: float = 0.0) -> bool:
         """True when the sketch lost to sparse random: gap > (1 + margin) * sparse random gap."""
@@ -169,7 +175,7 @@ def _mean_se(x: torch.Tensor, population: int) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class SampleScore:
+class SampleScore(Gaps):
     """Error gaps on a sample of an hour's frames, each frame scaled to sigma_1 = 1, with standard errors.
 
     Attributes:
@@ -187,28 +193,12 @@ class SampleScore:
         device: where the baselines ran.
     """
 
-    frames: int
     sample: int
-    k: int
-    m: int
-    optimal_error: float
-    gap_sketch: float
-    gap_sparse_random: float
-    gap_dense_random: float
-    gap_random_half: float | None
     se_sketch: float
     se_sparse_random: float
     se_dense_random: float
     se_random_half: float | None
     se_difference: float
-    sparse_seed: int
-    dense_seed: int
-    device: str
-
-    @property
-    def ratio(self) -> float | None:
-        """How many times smaller the sketch's gap is than sparse random's (None: the sketch is optimal on the sample)."""
-        return self.gap_sparse_random / self.gap_sketch if self.gap_sketch > 0 else None
 
     def drift(self, margin: float = 0.0, z: float = 2.0) -> bool:
         """True when the sketch lost to sparse random beyond the margin and the sampling error.
