@@ -8,6 +8,8 @@ Public API (see README.md):
     scw(sketch, A, k)                      rank-k factors (L, R) inside rowspace(SA)
     error_gap(sketch, test, k)             mean SCW error minus mean optimum, sigma_1-normalised
     save_sketch(sketch, url) / load_sketch(url)   plain arrays + JSON, any fsspec URL
+    apply_sketch(sketch, frames, k)        what ``lrstream apply`` stores: float16 L, R and each frame's error
+    reconstruct(L, R, frame_shape)         stored factors back to a uint8 (H, W, C) frame
 
 The package is the pipeline, one folder a stage: ``numerics`` (torch only),
 ``training`` (the one training core and its in-process driver), ``data``
@@ -17,12 +19,13 @@ first use, so importing the numerics never loads storage code.
 """
 
 from .errors import DataError, DriftError, LrstreamError, NothingToDoError, UsageError
+from .numerics.apply import FrameFactors, apply_sketch
 from .numerics.scw import GapReport, Prepared, error_gap, evaluate, prepare, scw, sketch_errors
 from .numerics.sketch import DenseSketch, Sketch, SparseSketch, dense_random, mixed, random_half, sparse_random
 from .training.config import LearnConfig
 from .training.learn import learn
 
-_LAZY = {"load_sketch": "lrstream.data.sketches", "save_sketch": "lrstream.data.sketches"}
+_LAZY = {"load_sketch": "lrstream.data.sketches", "save_sketch": "lrstream.data.sketches", "reconstruct": "lrstream.data.factors"}
 
 
 def __getattr__(name: str):
@@ -37,6 +40,7 @@ __all__ = [
     "DataError",
     "DenseSketch",
     "DriftError",
+    "FrameFactors",
     "GapReport",
     "LearnConfig",
     "LrstreamError",
@@ -45,6 +49,7 @@ __all__ = [
     "Sketch",
     "SparseSketch",
     "UsageError",
+    "apply_sketch",
     "dense_random",
     "error_gap",
     "evaluate",
@@ -53,6 +58,7 @@ __all__ = [
     "mixed",
     "prepare",
     "random_half",
+    "reconstruct",
     "save_sketch",
     "scw",
     "sketch_errors",

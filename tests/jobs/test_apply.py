@@ -15,7 +15,7 @@ from conftest import ingest_hours
 import lrstream as L
 from lrstream.cli import main
 from lrstream.data.datasets import sample_video
-from lrstream.data.factors import factor_versions, read_factor_errors, read_factors_manifest, reconstruct
+from lrstream.data.factors import factor_versions, read_factor_errors, read_factors_manifest
 from lrstream.data.shards import iter_hour_tables, write_hour
 from lrstream.data.sources import frames_to_matrices, iter_frames, read_video
 from lrstream.data.store import Store
@@ -77,7 +77,7 @@ def test_factors_of_a_real_clip_read_back_with_plain_pyarrow(clip, capsys):
     src = pa.concat_tables(list(iter_hour_tables(store, "phone", APPLY)))
     assert table.column("frame_index").to_pylist() == src.column("frame_index").to_pylist()
     assert table.column("timestamp").to_pylist() == src.column("timestamp").to_pylist()
-    back = reconstruct(Ls[7], Rs[7], doc["frame_shape"])  # uint8 (H, W, C) again
+    back = L.reconstruct(Ls[7], Rs[7], doc["frame_shape"])  # uint8 (H, W, C) again
     assert back.shape == frames[7].shape and back.dtype == np.uint8
     rel = np.linalg.norm(back.astype(np.float64) - frames[7]) / np.linalg.norm(frames[7].astype(np.float64))
     assert rel == pytest.approx(table.column("rel_error")[7].as_py(), abs=0.01)
