@@ -34,6 +34,7 @@ from .jobs.evaluate import EvaluateJob, run_evaluate
 from .jobs.factorize import FactorizeJob, run_factorize
 from .jobs.files import load_config_file
 from .jobs.flags import FLOATS, HALF_LIVES, Command, ListOf, Parser
+from .jobs.gc import GcJob, run_gc
 from .jobs.ingest import run_ingest
 from .jobs.plan import run_plan
 from .jobs.report import run_report
@@ -233,6 +234,17 @@ def _run_show(cmd: Command, args, log) -> dict:
     return run_show(args.root, args.stream, cmd.build(ShowJob, args), log=log)
 
 
+def _add_gc(cmd: Command) -> None:
+    cmd.flag("--root", required=True, help="storage root (path or fsspec URL)")
+    for name in ("stream", "older_than", "dry_run"):
+        cmd.field(GcJob, name)
+    _common(cmd)
+
+
+def _run_gc(cmd: Command, args, log) -> dict:
+    return run_gc(args.root, cmd.build(GcJob, args), log=log)
+
+
 # ---------------------------------------------------------------- main
 
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
@@ -244,6 +256,7 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("evaluate", "apply the current sketch to the newest hour and report its error gap next to random sketches", _add_evaluate, _run_evaluate),
     ("report", "print the last evaluation runs of a stream (and plot the gap over time)", _add_report, _run_report),
     ("show", "draw one stored frame, its rank-k approximation from the stored factors and the residual as a PNG", _add_show, _run_show),
+    ("gc", "remove attempt folders no manifest names that are older than a day (killed, replaced or losing writers)", _add_gc, _run_gc),
     ("demo", "the whole pipeline on this machine: ingest 4 hours, retrain on Ray, apply, evaluate, report, picture", _add_demo, _run_demo),
 ]
 

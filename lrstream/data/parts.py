@@ -16,7 +16,6 @@ it named before.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from typing import Any
 
@@ -27,16 +26,20 @@ from ..errors import DataError
 from .store import MANIFEST, Store
 
 
-def ipc_bytes(table: pa.Table, compression: str) -> bytes:
-    """``table`` as one Arrow IPC file ("zstd", "lz4" or "none")."""
-    sink = io.BytesIO()
+def ipc_bytes(table: pa.Table, compression: str) -> pa.Buffer:
+    """``table`` as one Arrow IPC file ("zstd", "lz4" or "none"), in an Arrow buffer (bytes-like: hashlib and file writes take it).
+
+    Arrow's own output stream grows without the copies a BytesIO makes, and
+    hands the buffer over without another.
+    """
+    sink = pa.BufferOutputStream()
     opts = ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
     with ipc.new_file(sink, table.schema, options=opts) as writer:
         writer.write_table(table)
     return sink.getvalue()
 
 
-def write_part(store: Store, folder: str, attempt: str, number: int, data: bytes, rows: int, **extra: Any) -> dict[str, Any]:
+def write_part(store: Store, folder: str, attempt: str, number: int, data, rows: int, **extra: Any) -> dict[str, Any]:
     """Write part ``number`` of ``attempt`` under ``folder``; returns its manifest entry (path relative to ``folder``)."""
     name = f"attempt={attempt}/part-{number:05d}.arrow"
     store.write_bytes(f"{folder}/{name}", data)
