@@ -35,9 +35,9 @@ from ..data.shards import COMPRESSIONS, iter_hour_tables, read_manifest
 from ..data.sources import frames_to_matrices
 from ..data.store import Store, new_attempt_id
 from ..data.versions import load_version
-from ..errors import DataError, UsageError
-from ..numerics.apply import STORAGE_DTYPES, apply_sketch
-from ..numerics.checks import check_rank
+from ..errors import UsageError
+from ..numerics.apply import STORAGE_DTYPES, FrameFactors, apply_sketch
+from ..numerics.checks import check_rank, check_sketch_fits
 from .runtime import cluster_gpus, failure, init_ray, raise_failure, remote, reporting
 
 
@@ -107,6 +107,37 @@ def _spare_core(device: str):
         torch.set_num_threads(before)
 
 
+def _matrices(store: Store, stream: str, hour: str, gray: bool, rows: tuple[int, int] | None) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Array]]:
+    """(matrices (rows, n, d) uint8, frame_index, timestamps) per frame part: run in the prefetch thread, off the GEMMs' critical path."""
+    for table in iter_hour_tables(store, stream, hour, rows=rows):
+        frames = table.column("frame").combine_chunks().to_numpy_ndarray()  # (rows, H, W, C) uint8
+        mats = frames_to_matrices(frames, gray=gray)  # (rows, C*H, W), uint8 kept (one de-interleaving copy, ~1 ms a 2160 x 1280 frame)
+        yield mats, table.column("frame_index").to_numpy(), table.column("timestamp").combine_chunks()
+
+
+def iter_frame_factors(
+    store: Store, stream: str, hour: str, sketch, k: int, gray: bool, rows: tuple[int, int] | None = None,
+    batch_size: int = 8, dtype: str = "float16", device: str = "cpu", times: dict[str, float] | None = None,
+) -> Iterator[tuple[np.ndarray, pa.Array, FrameFactors]]:
+    """(frame_index (b,), timestamps (b,), factors) per batch of rows [lo, hi) of a published hour (all of it by default).
+
+    The apply pass that the apply job stores and the evaluation scores: a
+    thread reads and de-interleaves the next frame part while this one is
+    multiplied. ``times`` (if given) accumulates "read" (waiting for frames)
+    and "compute" seconds, the consumer's own time excluded.
+    """
+    times = {"read": 0.0, "compute": 0.0} if times is None else times
+    t = time.perf_counter()
+    for mats, index, stamps in _prefetch(_matrices(store, stream, hour, gray, rows)):
+        times["read"] += time.perf_counter() - t
+        for i in range(0, len(mats), batch_size):
+            t = time.perf_counter()
+            f = apply_sketch(sketch, mats[i : i + batch_size], k, dtype=dtype, device=device)
+            times["compute"] += time.perf_counter() - t
+            yield index[i : i + f.L.shape[0]], stamps[i : i + f.L.shape[0]], f
+        t = time.perf_counter()
+
+
 class FactorWorker:
     """Applies one sketch version of one stream to ranges of its hours; one instance per Ray actor."""
 
@@ -124,13 +155,6 @@ class FactorWorker:
     def ready(self) -> dict[str, Any]:
         return {"ok": True, "k": self.k, "m": self.sketch.m, "n": self.sketch.n}
 
-    def _matrices(self, hour: str, lo: int, hi: int) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Array]]:
-        """(matrices (rows, n, d) uint8, frame_index, timestamps) per frame part: run in the prefetch thread, off the GEMMs' critical path."""
-        for table in iter_hour_tables(self.store, self.stream, hour, rows=(lo, hi)):
-            frames = table.column("frame").combine_chunks().to_numpy_ndarray()  # (rows, H, W, C) uint8
-            mats = frames_to_matrices(frames, gray=self.gray)  # (rows, C*H, W), uint8 kept (one de-interleaving copy, ~1 ms a 2160 x 1280 frame)
-            yield mats, table.column("frame_index").to_numpy(), table.column("timestamp").combine_chunks()
-
     def apply_rows(self, hour: str, attempt: str, lo: int, hi: int) -> dict[str, Any]:
         """Factors of rows [lo, hi) of ``hour``, written as parts of ``attempt``; returns {"ok", "entries", seconds by stage}.
 
@@ -141,36 +165,33 @@ class FactorWorker:
         """
         opts = self.options
         folder = self.store.factors_dir(self.stream, hour, self.version)
-        pending: list[tuple] = []
+        pending: list[tuple] = []  # finished batches not yet in a part
+        pending_rows = 0
         times = {"read": 0.0, "compute": 0.0, "write": 0.0}
         row = lo
 
         def write(first_row: int, batch: list[tuple]) -> dict[str, Any]:
             t = time.perf_counter()
-            idx, stamps, L, R, err, rel, norm = (np.concatenate([p[i] for p in batch]) if i != 1 else pa.concat_arrays([p[1] for p in batch]) for i in range(7))
-            data = ipc_bytes(factor_table(idx, stamps, L, R, err, rel, norm), opts.compression)
-            entry = write_part(self.store, folder, attempt, first_row, data, len(idx), first_row=first_row, first_index=int(idx[0]), error_sum=float(err.sum()), rel_error_sum=float(rel.sum()))
+            index = np.concatenate([p[0] for p in batch])
+            stamps = pa.concat_arrays([p[1] for p in batch])
+            L, R, err, rel, norm = (np.concatenate([p[i] for p in batch]) for i in range(2, 7))
+            data = ipc_bytes(factor_table(index, stamps, L, R, err, rel, norm), opts.compression)
+            entry = write_part(self.store, folder, attempt, first_row, data, len(index), first_row=first_row, first_index=int(index[0]), error_sum=float(err.sum()), rel_error_sum=float(rel.sum()))
             times["write"] += time.perf_counter() - t
             return entry
 
         futures = []
         with ThreadPoolExecutor(max_workers=1) as writer, _spare_core(opts.device):
-            t = time.perf_counter()
-            for mats, index, stamps in _prefetch(self._matrices(hour, lo, hi)):
-                times["read"] += time.perf_counter() - t
-                for i in range(0, len(mats), opts.batch_size):
-                    t = time.perf_counter()
-                    f = apply_sketch(self.sketch, mats[i : i + opts.batch_size], self.k, dtype=opts.dtype, device=opts.device)
-                    b = f.L.shape[0]
-                    pending.append((index[i : i + b], stamps[i : i + b], f.L.numpy(), f.R.numpy(), f.errors.numpy(), f.rel_errors.numpy(), f.norms.numpy()))
-                    row += b
-                    times["compute"] += time.perf_counter() - t
-                    if sum(len(p[0]) for p in pending) >= opts.rows_per_part:
-                        futures.append(writer.submit(write, row - sum(len(p[0]) for p in pending), pending))
-                        pending = []
-                t = time.perf_counter()
+            batches = iter_frame_factors(self.store, self.stream, hour, self.sketch, self.k, self.gray, rows=(lo, hi), batch_size=opts.batch_size, dtype=opts.dtype, device=opts.device, times=times)
+            for index, stamps, f in batches:
+                pending.append((index, stamps, f.L.numpy(), f.R.numpy(), f.errors.numpy(), f.rel_errors.numpy(), f.norms.numpy()))
+                pending_rows += len(index)
+                row += len(index)
+                if pending_rows >= opts.rows_per_part:
+                    futures.append(writer.submit(write, row - pending_rows, pending))
+                    pending, pending_rows = [], 0
             if pending:
-                futures.append(writer.submit(write, row - sum(len(p[0]) for p in pending), pending))
+                futures.append(writer.submit(write, row - pending_rows, pending))
             entries = [fut.result() for fut in futures]  # raises a failed write here
         return {"ok": True, "entries": entries, "rows": row - lo, "seconds": times}
 
@@ -195,8 +216,7 @@ def _plan_hour(store: Store, stream: str, hour: str, version: int, sketch, k: in
     info = hour_info(store, stream, hour)
     n, d = matrix_shape(info.frame_shape, gray)
     meta = sketch.meta
-    if n != sketch.n or ("d" in meta and int(meta["d"]) != d):
-        raise DataError(f"hour {hour} of stream {stream} gives {n}x{d} matrices; sketch version {version} was learned for {sketch.n}x{meta.get('d', '?')}")
+    check_sketch_fits(sketch, n, d, f"hour {hour} of stream {stream}", version)
     k = check_rank(k, m=sketch.m, n=n, d=d)
     frames = read_manifest(store, stream, hour)
     # Workers get whole frame parts, so no part is read twice.

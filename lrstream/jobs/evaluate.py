@@ -34,14 +34,14 @@ import numpy as np
 from ..data.factors import read_factor_errors, read_factors_manifest
 from ..data.reader import hour_info, matrix_shape
 from ..data.reports import format_reports, read_report, write_report
-from ..data.shards import iter_hour_tables, list_hours, read_rows_at
+from ..data.shards import list_hours, read_rows_at
 from ..data.sources import frames_to_matrices
 from ..data.store import Store, check_hour
 from ..data.versions import latest_version, load_version
+from ..distributed.apply import iter_frame_factors
 from ..distributed.submit import submit_retrain
 from ..errors import EXIT_DRIFT, CommandFailed, DataError, NothingToDoError, UsageError
-from ..numerics.apply import apply_sketch
-from ..numerics.checks import check_rank
+from ..numerics.checks import check_rank, check_sketch_fits
 from ..numerics.scoring import sample_rows, score_sample
 
 
@@ -92,19 +92,14 @@ def sketch_errors_of_hour(store: Store, stream: str, hour: str, version: int, sk
     doc = None if recompute else read_factors_manifest(store, stream, hour, version)
     if doc is not None and int(doc["k"]) == k and bool(doc.get("gray", False)) == gray:
         return {**read_factor_errors(store, stream, hour, version), "reused": True, "seconds_per_frame": doc.get("seconds_per_frame")}
+    times = {"read": 0.0, "compute": 0.0}
     parts: dict[str, list] = {"frame_index": [], "error": [], "norm": []}
-    seconds = 0.0
-    for table in iter_hour_tables(store, stream, hour):
-        mats = frames_to_matrices(table.column("frame").combine_chunks().to_numpy_ndarray(), gray=gray)  # (rows, n, d), uint8 kept
-        parts["frame_index"].append(table.column("frame_index").to_numpy())
-        for i in range(0, len(mats), batch_size):
-            t0 = time.perf_counter()
-            f = apply_sketch(sketch, mats[i : i + batch_size], k, device=device)
-            seconds += time.perf_counter() - t0
-            parts["error"].append(f.errors.numpy())
-            parts["norm"].append(f.norms.numpy())
+    for index, _, f in iter_frame_factors(store, stream, hour, sketch, k, gray, batch_size=batch_size, device=device, times=times):
+        parts["frame_index"].append(index)
+        parts["error"].append(f.errors.numpy())
+        parts["norm"].append(f.norms.numpy())
     out = {name: np.concatenate(p) for name, p in parts.items()}
-    return {**out, "reused": False, "seconds_per_frame": seconds / max(len(out["error"]), 1)}
+    return {**out, "reused": False, "seconds_per_frame": times["compute"] / max(len(out["error"]), 1)}
 
 
 def run_evaluation(
@@ -149,8 +144,7 @@ def run_evaluation(
         raise DataError(f"hour {chosen} of stream {stream} has no frames")
     gray = bool((meta.get("data") or {}).get("gray", False))
     n, d = matrix_shape(info.frame_shape, gray)
-    if n != sketch.n or ("d" in meta and int(meta["d"]) != d):
-        raise DataError(f"hour {chosen} of stream {stream} gives {n}x{d} matrices; sketch version {version} was learned for {sketch.n}x{meta.get('d', '?')}")
+    check_sketch_fits(sketch, n, d, f"hour {chosen} of stream {stream}", version)
     if k is None:
         if not meta.get("k"):
             raise UsageError(f"sketch version {version} records no rank k; pass --k")

@@ -58,3 +58,10 @@ def resolve_device(device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("device 'cuda' was asked for but CUDA is not available")
     return dev
+
+
+def check_sketch_fits(sketch, n: int, d: int, what: str, version: int | str = "?") -> None:
+    """DataError unless ``what`` gives n x d matrices, the shape sketch (m, n) was learned for (its meta's d, where recorded)."""
+    meta = sketch.meta
+    if n != sketch.n or ("d" in meta and int(meta["d"]) != d):
+        raise DataError(f"{what} gives {n}x{d} matrices; sketch version {version} was learned for {sketch.n}x{meta.get('d', '?')}")
