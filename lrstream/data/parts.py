@@ -59,6 +59,15 @@ def read_part(store: Store, folder: str, entry: dict[str, Any], what: str, verif
         raise DataError(f"shard {entry['path']} of {what} is unreadable: {exc}") from None
 
 
+def part_bounds(files: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """The row range [lo, hi) of each part a manifest lists, in order (rows are counted across the parts)."""
+    bounds, first = [], 0
+    for entry in files:
+        bounds.append((first, first + int(entry["rows"])))
+        first += int(entry["rows"])
+    return bounds
+
+
 def read_json_manifest(store: Store, folder: str, format_name: str, what: str) -> dict[str, Any] | None:
     """The published manifest of ``folder`` if it is one of ``format_name``; None if none is published."""
     raw = store.read_bytes(f"{folder}/{MANIFEST}")

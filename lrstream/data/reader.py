@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError, NothingToDoError
-from .shards import iter_hour_frames, iter_hour_tables, list_hours, read_manifest
+from .parts import part_bounds
+from .shards import iter_hour_frames, iter_hour_tables, list_hours, published_manifest
 from .sources import frames_to_matrices
 from .store import Store
 
@@ -37,9 +38,7 @@ def matrix_shape(frame_shape: Sequence[int], gray: bool) -> tuple[int, int]:
 
 def hour_info(store: Store | str, stream: str, hour: str) -> HourInfo:
     """Rows, frame shape (H, W, C) and dtype of a published hour, from its manifest alone."""
-    doc = read_manifest(store, stream, hour)
-    if doc is None:
-        raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
+    doc = published_manifest(store, stream, hour)
     return HourInfo(hour, int(doc["rows"]), tuple(doc["frame_shape"]), doc["dtype"])
 
 
@@ -105,10 +104,7 @@ def _candidate_rows(files: list[dict], frame_index: int) -> list[tuple[int, int]
     """Row ranges [lo, hi) of the parts that may hold ``frame_index``: the one part whose index range covers it
     when every part records its ``first_index`` in ascending order (indices grow within an hour, with gaps where
     frames were quarantined), else every part (a scan)."""
-    bounds, first = [], 0
-    for entry in files:
-        bounds.append((first, first + int(entry["rows"])))
-        first += int(entry["rows"])
+    bounds = part_bounds(files)
     starts = [entry.get("first_index") for entry in files]
     if any(s is None for s in starts) or starts != sorted(starts):
         return bounds
@@ -124,9 +120,7 @@ def read_frame(store: Store | str, stream: str, hour: str, frame_index: int) -> 
     published or has no such frame (never ingested, or quarantined).
     """
     store = Store.of(store)
-    doc = read_manifest(store, stream, hour)
-    if doc is None:
-        raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
+    doc = published_manifest(store, stream, hour)
     for lo, hi in _candidate_rows(doc["files"], int(frame_index)):
         for table in iter_hour_tables(store, stream, hour, rows=(lo, hi)):
             hits = np.flatnonzero(table.column("frame_index").to_numpy() == int(frame_index))

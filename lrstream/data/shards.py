@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import DataError, NothingToDoError, UsageError
-from .parts import ipc_bytes, publish_manifest, read_json_manifest, read_part, write_part
+from .parts import ipc_bytes, part_bounds, publish_manifest, read_json_manifest, read_part, write_part
 from .sources import Frame
 from .store import MANIFEST, Store, check_hour, check_stream, hour_start, new_attempt_id  # noqa: F401 (MANIFEST: re-exported for readers of the format)
 
@@ -318,7 +318,8 @@ def list_hours(store: Store | str, stream: str) -> list[str]:
     return Store.of(store).manifest_hours(stream)
 
 
-def _published(store: Store, stream: str, hour: str) -> dict[str, Any]:
+def published_manifest(store: Store | str, stream: str, hour: str) -> dict[str, Any]:
+    """:func:`read_manifest`, with NothingToDoError (exit 4) when the hour is not published."""
     doc = read_manifest(store, stream, hour)
     if doc is None:
         raise NothingToDoError(f"stream {stream} has no ingested hour {hour}")
@@ -328,7 +329,7 @@ def _published(store: Store, stream: str, hour: str) -> dict[str, Any]:
 def part_urls(store: Store | str, stream: str, hour: str) -> list[str]:
     """Full paths of the part files the manifest names (for plain pyarrow.dataset reads)."""
     store = Store.of(store)
-    doc = _published(store, stream, hour)
+    doc = published_manifest(store, stream, hour)
     hdir = store.hour_dir(stream, hour)
     return [f"{hdir}/{f['path']}" for f in doc["files"]]
 
@@ -342,12 +343,10 @@ def iter_hour_tables(store: Store | str, stream: str, hour: str, verify: bool = 
     the parts that hold them (how data-parallel workers read their share).
     """
     store = Store.of(store)
-    doc = _published(store, stream, hour)
+    doc = published_manifest(store, stream, hour)
     hdir = store.hour_dir(stream, hour)
     lo, hi = (0, int(doc["rows"])) if rows is None else rows
-    first = 0
-    for entry in doc["files"]:
-        start, first = first, first + int(entry["rows"])
+    for entry, (start, first) in zip(doc["files"], part_bounds(doc["files"])):
         if first <= lo or start >= hi:
             continue
         a, b = max(lo - start, 0), min(hi, first) - start
@@ -366,14 +365,13 @@ def iter_hour_frames(store: Store | str, stream: str, hour: str, verify: bool = 
 def read_rows_at(store: Store | str, stream: str, hour: str, positions: list[int]) -> pa.Table:
     """The rows at the given positions of a published hour (sorted, distinct, in [0, rows)), opening only the parts that hold them."""
     store = Store.of(store)
-    doc = _published(store, stream, hour)
+    doc = published_manifest(store, stream, hour)
     hdir = store.hour_dir(stream, hour)
     wanted = sorted(set(int(p) for p in positions))
     if wanted and (wanted[0] < 0 or wanted[-1] >= int(doc["rows"])):
         raise DataError(f"hour {hour} of stream {stream} has {doc['rows']} rows; asked for row {wanted[-1] if wanted[-1] >= 0 else wanted[0]}")
-    tables, first = [], 0
-    for entry in doc["files"]:
-        start, first = first, first + int(entry["rows"])
+    tables = []
+    for entry, (start, first) in zip(doc["files"], part_bounds(doc["files"])):
         inside = [p - start for p in wanted if start <= p < first]
         if inside:
             tables.append(read_part(store, hdir, entry, f"stream {stream} hour {hour}").take(pa.array(inside, pa.int64())))

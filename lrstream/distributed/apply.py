@@ -29,9 +29,9 @@ import pyarrow as pa
 import torch
 
 from ..data.factors import factor_table, factor_versions, publish_factors, read_factors_manifest
-from ..data.parts import ipc_bytes, write_part
-from ..data.reader import hour_info, matrix_shape
-from ..data.shards import COMPRESSIONS, iter_hour_tables, read_manifest
+from ..data.parts import ipc_bytes, part_bounds, write_part
+from ..data.reader import matrix_shape
+from ..data.shards import COMPRESSIONS, iter_hour_tables, published_manifest
 from ..data.sources import frames_to_matrices
 from ..data.store import Store, new_attempt_id
 from ..data.versions import load_version
@@ -213,22 +213,17 @@ def _plan_hour(store: Store, stream: str, hour: str, version: int, sketch, k: in
         return {"hour": hour, "status": "exists", **_summary(existing)}
     if others and not options.force:
         raise UsageError(f"stream {stream} hour {hour} already has factors of sketch version {others[-1]}; pass --force to replace them with version {version}")
-    info = hour_info(store, stream, hour)
-    n, d = matrix_shape(info.frame_shape, gray)
+    frames = published_manifest(store, stream, hour)
+    n, d = matrix_shape(frames["frame_shape"], gray)
     meta = sketch.meta
     check_sketch_fits(sketch, n, d, f"hour {hour} of stream {stream}", version)
     k = check_rank(k, m=sketch.m, n=n, d=d)
-    frames = read_manifest(store, stream, hour)
-    # Workers get whole frame parts, so no part is read twice.
-    bounds, first = [], 0
-    for entry in frames["files"]:
-        bounds.append((first, first + int(entry["rows"])))
-        first += int(entry["rows"])
+    bounds = part_bounds(frames["files"])  # workers get whole frame parts, so no part is read twice
     shares = np.array_split(np.arange(len(bounds)), min(workers, len(bounds)))
     ranges = [(bounds[s[0]][0], bounds[s[-1]][1]) for s in shares if len(s)]
     raw = int(frames.get("raw_bytes") or 0)
     fields = {
-        "kind": str(meta.get("kind", sketch.kind)), "k": k, "m": sketch.m, "n": n, "d": d, "frame_shape": list(info.frame_shape), "gray": gray,
+        "kind": str(meta.get("kind", sketch.kind)), "k": k, "m": sketch.m, "n": n, "d": d, "frame_shape": list(frames["frame_shape"]), "gray": gray,
         "dtype": options.dtype, "compression": options.compression, "raw_bytes": raw, "frames_attempt": frames.get("attempt"),
     }  # fmt: skip
     return _Hour(hour, existing, others, ranges, fields)
