@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
+from .apply import apply_sketch
 from .checks import check_rank, resolve_device
 from .scw import prepare, scw, sketch_errors
 from .sketch import Sketch, SparseSketch, dense_random, random_half, sparse_random
-from .spectrum import optimal_errors, residual_norms
+from .spectrum import optimal_errors
 
 SPARSE_SEED = 1_000_001
 DENSE_SEED = 1_000_002
@@ -223,18 +224,6 @@ class SampleScore(Gaps):
         return self.gap_sketch - self.gap_sparse_random > margin * self.gap_sparse_random + z * self.se_difference
 
 
-def _baseline_errors(sketch: Sketch, A: torch.Tensor, A32: torch.Tensor, k: int) -> torch.Tensor:
-    """||A - SCW(S, A, k)||_F (B,) float64: the production apply in float32 (Gram orthonormalisation), the residual in float64.
-
-    Agrees with the all-float64 :func:`lrstream.numerics.scw.sketch_errors` to
-    about 1e-7 relative (3e-8 seen on bigbuckbunny frames, 8e-8 on synthetic
-    ones) at a tenth of its cost, and is computed the way the sketch under
-    test is applied.
-    """
-    L, R = scw(sketch, A32, k, method="gram", check_finite=False)
-    return residual_norms(A, L, R)
-
-
 def score_sample(
     sketch: Sketch,
     A,
@@ -264,8 +253,9 @@ def score_sample(
     Per frame: sigma_1 and opt = ||A - [A]_k||_F by block Krylov
     (:func:`lrstream.numerics.spectrum.optimal_errors`), the raw errors of a
     sparse random, a dense random and, for a mixed sketch, its random half
-    (SCW in float32 as in production, the residual formed in float64:
-    :func:`_baseline_errors`), and the gaps d_X = (err_X - opt) / sigma_1
+    (:func:`lrstream.numerics.apply.apply_sketch`, the production apply that
+    gave the sketch under test its errors: float32 factors, the residual
+    formed tile by tile with its sums in float64), and the gaps d_X = (err_X - opt) / sigma_1
     (0 for a zero frame). Each gap is the mean of d_X with its standard
     error, see :class:`SampleScore`.
     """
@@ -293,12 +283,10 @@ def score_sample(
     A = A.to(dev)
     s1, opt = (x.cpu() for x in optimal_errors(A, k))
     errs = {name: [] for name in others}
-    buf = None if A.dtype == torch.float32 else torch.empty((min(batch_size, s), n, d), dtype=torch.float32, device=dev)
     for i in range(0, s, batch_size):
-        a = A[i : i + batch_size]
-        a32 = a if buf is None else buf[: a.shape[0]].copy_(a)  # one reused float32 buffer: fresh large allocations page-fault
         for name, other in others.items():
-            errs[name].append(_baseline_errors(other, a, a32, k).cpu())
+            # The production apply, as the sketch under test was applied: uint8 tiles, the residual's sums in float64.
+            errs[name].append(apply_sketch(other, A[i : i + batch_size], k, dtype="float32", device=dev).errors)
     scale = torch.where(s1 > 0, 1.0 / torch.where(s1 > 0, s1, torch.ones_like(s1)), torch.zeros_like(s1))
 
     def gap(err: torch.Tensor) -> torch.Tensor:

@@ -255,36 +255,6 @@ def _row_pass(A: torch.Tensor, V: torch.Tensor, Y: torch.Tensor | None, residual
     return torch.stack(grams), torch.stack(res2)
 
 
-def residual_norms(A, L: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """||A - L R||_F of each matrix, the residual formed and summed in float64 a block of rows at a time.
-
-    Args:
-        A: (N, n, d), numpy or torch, any real dtype (uint8 frames too).
-        L, R: (N, n, k) and (N, k, d) factors in any float dtype (float32 from
-            an SCW apply, say); used in float64.
-
-    Returns:
-        (N,) float64. No float64 copy of A is made, and one float64 buffer of a
-        few MB is reused, so this costs about one pass over A.
-    """
-    X, _ = _as_stack(A, check_finite=False)
-    if L.ndim != 3 or R.ndim != 3 or L.shape[:2] != X.shape[:2] or R.shape[0] != X.shape[0] or R.shape[2] != X.shape[2] or L.shape[2] != R.shape[1]:
-        raise UsageError(f"factors of shapes {tuple(L.shape)} and {tuple(R.shape)} do not fit matrices of shape {tuple(X.shape)}")
-    c, n, d = X.shape
-    rows = min(n, max(1, _ROW_BLOCK_BYTES // (8 * d))) if X.device.type == "cpu" else n
-    buf = torch.empty(rows, d, dtype=torch.float64, device=X.device)
-    out = []
-    with torch.no_grad():
-        for f in range(c):
-            l64, r64 = L[f].to(device=X.device, dtype=torch.float64), R[f].to(device=X.device, dtype=torch.float64).contiguous()
-            parts = []
-            for i in range(0, n, rows):
-                a = buf[: min(rows, n - i)].copy_(X[f, i : i + rows]).addmm_(l64[i : i + rows], r64, alpha=-1).view(-1)
-                parts.append(torch.dot(a, a))
-            out.append(torch.stack(parts).sum().sqrt())
-    return torch.stack(out)
-
-
 def _float64_step(A: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """One subspace iteration step in float64, V <- orth(A^T A V), for matrices whose residual is tiny.
 

@@ -246,15 +246,3 @@ def test_drift_from_a_scored_sample():
     assert se > 0 and score(0.0).gap_sketch == pytest.approx(score(0.0).gap_sparse_random, abs=1e-7)  # float32 apply vs float64 SCW
     assert not score(1.5 * se).drift(0.0)  # exceeds random's, but within 2 standard errors
     assert score(3.0 * se).drift(0.0)
-
-
-def test_residual_norms_in_float64(rng):
-    from lrstream.numerics.spectrum import residual_norms
-
-    A = rng.integers(0, 256, (3, 70, 50)).astype(np.uint8)
-    L = torch.from_numpy(rng.standard_normal((3, 70, 4))).float()
-    R = torch.from_numpy(rng.standard_normal((3, 4, 50))).float()
-    expected = np.linalg.norm(A.astype(np.float64) - L.double().numpy() @ R.double().numpy(), axis=(1, 2))
-    np.testing.assert_allclose(residual_norms(A, L, R).numpy(), expected, rtol=1e-13)
-    with pytest.raises(UsageError):
-        residual_norms(A, L[:, :60], R)
