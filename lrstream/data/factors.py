@@ -170,6 +170,17 @@ def read_frame_factors(store: Store | str, stream: str, hour: str, version: int,
     raise NothingToDoError(f"stream {stream} hour {hour} has no stored factors for frame {frame_index}")
 
 
+def matrix_to_frame(A: np.ndarray, frame_shape, gray: bool = False) -> np.ndarray:
+    """Matrices (..., C*H, W) (channels stacked as rows) or (..., H, W) gray back to uint8 frames (..., H, W, C), rounded and clipped to [0, 255]."""
+    A = np.asarray(A)
+    H, W = int(frame_shape[0]), int(frame_shape[1])
+    C = 1 if gray or len(frame_shape) < 3 else int(frame_shape[2])
+    if A.shape[-2:] != (C * H, W):
+        raise DataError(f"factors give {A.shape[-2]}x{A.shape[-1]} matrices, frames of shape {tuple(frame_shape)} need {C * H}x{W}")
+    frames = np.moveaxis(A.reshape(*A.shape[:-2], C, H, W), -3, -1)  # (..., H, W, C)
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
 def reconstruct(L: np.ndarray, R: np.ndarray, frame_shape, gray: bool = False) -> np.ndarray:
     """The frame L @ R back as uint8 (H, W, C), rounded and clipped to [0, 255].
 
@@ -178,11 +189,4 @@ def reconstruct(L: np.ndarray, R: np.ndarray, frame_shape, gray: bool = False) -
         frame_shape: the stored frames' (H, W, C).
         gray: the factors approximate (H, W) luminance; the result is (H, W, 1).
     """
-    A = np.asarray(L, dtype=np.float32) @ np.asarray(R, dtype=np.float32)  # (..., n, d)
-    H, W = int(frame_shape[0]), int(frame_shape[1])
-    C = 1 if gray or len(frame_shape) < 3 else int(frame_shape[2])
-    if A.shape[-2:] != (C * H, W):
-        raise DataError(f"factors give {A.shape[-2]}x{A.shape[-1]} matrices, frames of shape {tuple(frame_shape)} need {C * H}x{W}")
-    frames = A.reshape(*A.shape[:-2], C, H, W)  # channels were stacked as rows
-    frames = np.moveaxis(frames, -3, -1)  # (..., H, W, C)
-    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+    return matrix_to_frame(np.asarray(L, dtype=np.float32) @ np.asarray(R, dtype=np.float32), frame_shape, gray)  # (..., n, d) first

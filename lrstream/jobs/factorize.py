@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.factors import matrix_to_frame
 from ..data.sources import IMAGE_SUFFIXES, frames_to_matrices, read_image, read_matrix
 from ..data.store import Store
 from ..errors import UsageError
@@ -66,8 +67,7 @@ def _display(M: np.ndarray, image_shape: tuple[int, ...] | None, lo: float, hi: 
     """A matrix (n, d) as the uint8 picture it stands for: an image's (H, W, C) again (channels were
     stacked as rows), or any other matrix mapped linearly from [lo, hi] to [0, 255] as (n, d) gray."""
     if image_shape is not None:
-        H, W, C = image_shape
-        return np.clip(np.rint(M.reshape(C, H, W).transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+        return matrix_to_frame(M, image_shape)
     scaled = (M - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(M)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
