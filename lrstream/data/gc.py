@@ -100,23 +100,23 @@ def _children(store: Store, path: str, pattern: str) -> list[str]:
     return sorted(e["name"].rstrip("/") for e in entries if e.get("type") == "directory" and rx.match(e["name"].rstrip("/").rsplit("/", 1)[-1]))
 
 
-def _streams(store: Store, top: str, stream: str | None) -> list[str]:
-    if stream is not None:
-        return [f"{store.base}/{top}/stream={stream}"]
-    return _children(store, f"{store.base}/{top}", r"^stream=")
+def _streams(store: Store, area: str, stream: str | None) -> list[tuple[str, str]]:
+    """(name, folder) of ``stream``, or of every stream with a folder in ``area``."""
+    names = [stream] if stream is not None else store.stream_names(area)
+    return [(name, store.stream_dir(area, name)) for name in names]
 
 
 def _folders(store: Store, stream: str | None) -> list[tuple[str, str, str | None]]:
     """(kind, attempts' parent folder, folder whose manifest decides) for every folder that holds attempts."""
     out = []
-    for sdir in _streams(store, "frames", stream):
+    for _, sdir in _streams(store, "frames", stream):
         out += [("frames", h, h) for h in _children(store, sdir, r"^hour=")]
-    for sdir in _streams(store, "factors", stream):
+    for _, sdir in _streams(store, "factors", stream):
         for h in _children(store, sdir, r"^hour="):
             out += [("factors", v, v) for v in _children(store, h, r"^v=\d+$")]
-    for sdir in _streams(store, "quarantine", stream):
+    for name, sdir in _streams(store, "quarantine", stream):
         for h in _children(store, sdir, r"^hour="):
-            out.append(("quarantine", h, f"{store.base}/frames/{sdir.rsplit('/', 1)[-1]}/{h.rsplit('/', 1)[-1]}"))
+            out.append(("quarantine", h, f"{store.stream_frames(name)}/{h.rsplit('/', 1)[-1]}"))  # the hour's frames manifest decides
     return out
 
 
@@ -196,7 +196,7 @@ def collect_garbage(store: Store | str, stream: str | None = None, older_than_se
                     drop(adir, size)
 
     for top in ("frames", "factors", "reports"):
-        for sdir in _streams(store, top, stream):
+        for _, sdir in _streams(store, top, stream):
             try:
                 infos = store.fs.find(sdir, detail=True, withdirs=False)
             except FileNotFoundError:

@@ -37,6 +37,7 @@ from ..errors import UsageError
 _STREAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HOUR_FORMAT = "%Y-%m-%dT%H"
 MANIFEST = "_MANIFEST.json"
+AREAS = ("frames", "quarantine", "factors", "reports")
 
 
 def url_to_fs(url: str):
@@ -139,10 +140,29 @@ class Store:
             raise ValueError(f"{path} is not under {self.base}")
         return self.root + path[len(self.base) :]
 
+    # ------------------------------------------------------------- areas: one folder per stream in each
+
+    def _area(self, area: str) -> str:
+        if area not in AREAS:
+            raise ValueError(f"unknown area {area!r}; the layout has {', '.join(AREAS)}")
+        return f"{self.base}/{area}"
+
+    def stream_dir(self, area: str, stream: str) -> str:
+        """The folder of ``stream`` in one area of the layout: frames, quarantine, factors or reports."""
+        return f"{self._area(area)}/stream={check_stream(stream)}"
+
+    def stream_names(self, area: str) -> list[str]:
+        """Names of the streams that have a folder in ``area``, sorted (folders that only look like one are skipped)."""
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self._area(area), detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(n.removeprefix("stream=") for n in names if n.startswith("stream=") and _STREAM_RE.match(n.removeprefix("stream=")))
+
     # ------------------------------------------------------------- frames
 
     def stream_frames(self, stream: str) -> str:
-        return f"{self.base}/frames/stream={check_stream(stream)}"
+        return self.stream_dir("frames", stream)
 
     def hour_dir(self, stream: str, hour: str) -> str:
         return f"{self.stream_frames(stream)}/hour={check_hour(hour)}"
@@ -162,7 +182,7 @@ class Store:
         return sorted(hours)
 
     def quarantine_dir(self, stream: str, hour: str) -> str:
-        return f"{self.base}/quarantine/stream={check_stream(stream)}/hour={check_hour(hour)}"
+        return f"{self.stream_dir('quarantine', stream)}/hour={check_hour(hour)}"
 
     # ------------------------------------------------------------- sketches
 
@@ -198,13 +218,13 @@ class Store:
 
     def factors_hour_dir(self, stream: str, hour: str) -> str:
         """The folder of an hour's factors, one ``v=VERSION`` folder per sketch version applied to it."""
-        return f"{self.base}/factors/stream={check_stream(stream)}/hour={check_hour(hour)}"
+        return f"{self.stream_dir('factors', stream)}/hour={check_hour(hour)}"
 
     def factors_dir(self, stream: str, hour: str, version: int) -> str:
         return f"{self.factors_hour_dir(stream, hour)}/v={int(version):06d}"
 
     def reports_dir(self, stream: str) -> str:
-        return f"{self.base}/reports/stream={check_stream(stream)}"
+        return self.stream_dir("reports", stream)
 
     def report_path(self, stream: str, hour: str, version: int) -> str:
         """Where the report row of (hour, version) lives; names sort by hour, then version."""
