@@ -28,18 +28,20 @@ from .data.shards import WriteOptions
 from .distributed.apply import ApplyOptions
 from .distributed.config import RetrainConfig
 from .errors import EXIT_INTERNAL, EXIT_OK, CommandFailed, LrstreamError, UsageError
-from .jobs.apply import ApplyJob, run_apply
+from .jobs.apply import ApplyJob, apply_work, run_apply, run_apply_fleet
 from .jobs.demo import DemoConfig, run_demo
-from .jobs.evaluate import EvaluateJob, run_evaluate
+from .jobs.evaluate import EvaluateJob, evaluate_work, run_evaluate, run_evaluate_fleet
 from .jobs.factorize import FactorizeJob, run_factorize
 from .jobs.files import load_config_file
-from .jobs.flags import FLOATS, HALF_LIVES, Command, ListOf, Parser
+from .jobs.flags import FLOATS, HALF_LIVES, Command, Parser, add_streams, config_values, stream_namespaces
+from .jobs.fleet import FleetOptions
 from .jobs.gc import GcJob, run_gc
 from .jobs.ingest import run_ingest
 from .jobs.plan import run_plan
 from .jobs.report import run_report
 from .jobs.show import ShowJob, run_show
-from .jobs.train import run_train
+from .jobs.submit import SubmitJob, run_submit
+from .jobs.train import run_train, run_train_fleet, train_work
 from .training.config import LearnConfig
 
 
@@ -116,7 +118,7 @@ def _run_ingest(cmd: Command, args, log) -> dict:
 
 
 def _add_train(cmd: Command) -> None:
-    _root_and_stream(cmd)
+    add_streams(cmd)
     for name in ("k", "m"):
         cmd.field(LearnConfig, name)
     cmd.field(LearnConfig, "kind", "--sketch")
@@ -142,7 +144,7 @@ def _add_train(cmd: Command) -> None:
         cmd.field(LearnConfig, name)
     for name in ("checkpoint_every", "gray", "cpus_per_worker", "gpus_per_worker", "startup_timeout", "max_worker_failures"):
         cmd.field(RetrainConfig, name)
-    cmd.flag("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when the cluster (or, with --no-ray, this machine) has a GPU")
+    cmd.flag("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when GPUs are asked for (--gpus-per-worker) or, with --no-ray, when this machine has one; else the CPU")
     for name in ("dtype", "seed"):
         cmd.field(LearnConfig, name)
     cmd.flag("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -151,13 +153,19 @@ def _add_train(cmd: Command) -> None:
     _common(cmd)
 
 
-def _run_train(cmd: Command, args, log) -> dict:
-    hours = _selected_hours(args)
+def _train_inputs(cmd: Command, args) -> tuple[RetrainConfig, dict]:
     cfg = cmd.build(RetrainConfig, args, learn=cmd.build(LearnConfig, args))
-    return run_train(
-        args.root, args.stream, cfg, device=args.device, hours=hours, last=args.last, start=args.start, end=args.end,
-        weight=args.weight, address=args.address, use_ray=not args.no_ray, log=log,
-    )  # fmt: skip
+    return cfg, dict(device=args.device, hours=_selected_hours(args), last=args.last, start=args.start, end=args.end, weight=args.weight)
+
+
+def _run_train(cmd: Command, args, log) -> dict:
+    fleet = stream_namespaces(cmd, args)
+    if fleet is None:
+        cfg, selection = _train_inputs(cmd, args)
+        return run_train(args.root, args.stream, cfg, **selection, address=args.address, use_ray=not args.no_ray, log=log)
+    options = cmd.build(FleetOptions, args)
+    works = [train_work(args.root, name, *_train_inputs(cmd, ns), options) for name, ns in fleet]
+    return run_train_fleet(works, options, address=args.address, use_ray=not args.no_ray, log=log)
 
 
 def _add_plan(cmd: Command) -> None:
@@ -182,7 +190,7 @@ def _run_plan(cmd: Command, args, log) -> dict:
 
 
 def _add_apply(cmd: Command) -> None:
-    _root_and_stream(cmd)
+    add_streams(cmd)
     for name in ("hour", "last", "start", "end", "pending", "version"):
         cmd.field(ApplyJob, name)
     for name in ("k", "dtype", "batch_size", "rows_per_part", "compression", "device", "force"):
@@ -194,22 +202,33 @@ def _add_apply(cmd: Command) -> None:
 
 
 def _run_apply(cmd: Command, args, log) -> dict:
-    return run_apply(args.root, args.stream, cmd.build(ApplyJob, args, use_ray=not args.no_ray), cmd.build(ApplyOptions, args), log=log)
+    fleet = stream_namespaces(cmd, args)
+    if fleet is None:
+        return run_apply(args.root, args.stream, cmd.build(ApplyJob, args, use_ray=not args.no_ray), cmd.build(ApplyOptions, args), log=log)
+    options = cmd.build(FleetOptions, args)
+    works = [apply_work(args.root, name, cmd.build(ApplyJob, ns), cmd.build(ApplyOptions, ns), options) for name, ns in fleet]
+    return run_apply_fleet(works, options, address=args.address, use_ray=not args.no_ray, log=log)
 
 
 def _add_evaluate(cmd: Command) -> None:
-    _root_and_stream(cmd)
+    add_streams(cmd, placement=False)
     for name in ("hour", "version", "k"):
         cmd.field(EvaluateJob, name)
     cmd.field(EvaluateJob, "margin", "--drift-margin")
     cmd.field(EvaluateJob, "z", "--drift-z")
     for name in ("sample", "seed", "recompute", "retrain_on_drift", "workers", "address", "batch_size", "device"):
         cmd.field(EvaluateJob, name)
+    cmd.flag("--no-ray", action="store_true", help="with --streams/--plan: evaluate the streams one after another in this process")
     _common(cmd)
 
 
 def _run_evaluate(cmd: Command, args, log) -> dict:
-    return run_evaluate(args.root, args.stream, cmd.build(EvaluateJob, args), log=log)
+    fleet = stream_namespaces(cmd, args)
+    if fleet is None:
+        return run_evaluate(args.root, args.stream, cmd.build(EvaluateJob, args), log=log)
+    works = [evaluate_work(args.root, name, cmd.build(EvaluateJob, ns)) for name, ns in fleet]
+    # --address is the dashboard a drift's retraining is submitted to; the tasks join $RAY_ADDRESS or a local Ray.
+    return run_evaluate_fleet(works, cmd.build(FleetOptions, args), use_ray=not args.no_ray, log=log)
 
 
 def _add_report(cmd: Command) -> None:
@@ -245,6 +264,21 @@ def _run_gc(cmd: Command, args, log) -> dict:
     return run_gc(args.root, cmd.build(GcJob, args), log=log)
 
 
+def _add_submit(cmd: Command) -> None:
+    for name in ("address", "submission_id", "retry", "num_cpus", "num_gpus", "working_dir", "no_wait"):
+        cmd.field(SubmitJob, name)
+    _common(cmd)
+    cmd.flag("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the lrstream command the job runs, with its flags")
+
+
+def _run_submit(cmd: Command, args, log) -> dict:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    known = [name for name, *_ in COMMANDS if name != "submit"]
+    if argv and argv[0] not in known:
+        raise UsageError(f"submit: {argv[0]!r} is not an lrstream command ({', '.join(known)})")
+    return run_submit(argv, cmd.build(SubmitJob, args), log=log)
+
+
 # ---------------------------------------------------------------- main
 
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
@@ -257,6 +291,7 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("report", "print the last evaluation runs of a stream (and plot the gap over time)", _add_report, _run_report),
     ("show", "draw one stored frame, its rank-k approximation from the stored factors and the residual as a PNG", _add_show, _run_show),
     ("gc", "remove attempt folders no manifest names that are older than a day (killed, replaced or losing writers)", _add_gc, _run_gc),
+    ("submit", "run one lrstream command as a Ray job and exit with its driver's own exit code (ids that succeeded run once; --retry re-runs a failed one)", _add_submit, _run_submit),
     ("demo", "the whole pipeline on this machine: ingest 4 hours, retrain on Ray, apply, evaluate, report, picture", _add_demo, _run_demo),
 ]
 
@@ -283,16 +318,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, Command]:
     command = next((a for a in argv if a in commands), None)
     if known.config and command is not None:
         cmd = commands[command]
-        values = load_config_file(known.config)
-        keys = cmd.config_keys()
-        unknown = set(values) - set(keys) - {"config"}
-        if unknown:
-            raise UsageError(f"config {known.config}: unknown option(s) {', '.join(sorted(unknown))}")
-        try:
-            actions = {name: keys[name] for name in values if name != "config"}
-            defaults = {a.dest: a.type.from_config(values[name]) if isinstance(a.type, ListOf) else values[name] for name, a in actions.items()}
-        except argparse.ArgumentTypeError as exc:
-            raise UsageError(f"config {known.config}: {exc}") from None
+        values = {name: v for name, v in load_config_file(known.config).items() if name != "config"}
+        defaults = config_values(values, cmd.config_keys(), f"config {known.config}")
         cmd.parser.set_defaults(**defaults)  # a flag on the command line still wins
     args = parser.parse_args(argv)
     cmd = commands[args.command]

@@ -14,6 +14,17 @@ EXIT_DATA = 3
 EXIT_NOTHING = 4
 EXIT_DRIFT = 5
 
+# A job over many streams exits with its worst stream's code, worst first:
+# a bug (1), then bad data (3) and bad configuration (2), which need a person;
+# drift (5), which a retrain fixes; nothing to do (4), which is benign; done (0).
+SEVERITY = (EXIT_INTERNAL, EXIT_DATA, EXIT_USAGE, EXIT_DRIFT, EXIT_NOTHING, EXIT_OK)
+
+
+def worst_exit_code(codes) -> int:
+    """The most severe of ``codes`` by :data:`SEVERITY` (a code outside it, e.g. a signal's, counts as the worst); 0 for none."""
+    rank = {code: i for i, code in enumerate(SEVERITY)}
+    return min(codes, key=lambda c: rank.get(c, -1), default=EXIT_OK)
+
 
 class LrstreamError(Exception):
     """Base class: a failure the user can act on, reported in one line."""

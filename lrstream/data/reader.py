@@ -28,6 +28,11 @@ class HourInfo:
     frame_shape: tuple[int, ...]
     dtype: str
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the hour's frames as stored, uncompressed: rows x prod(frame_shape) x itemsize."""
+        return self.rows * int(np.prod(self.frame_shape)) * np.dtype(self.dtype).itemsize
+
 
 def matrix_shape(frame_shape: Sequence[int], gray: bool) -> tuple[int, int]:
     """(n, d) of the matrices made from frames of ``frame_shape`` (H, W[, C]): (C*H, W), or (H, W) with ``gray``."""

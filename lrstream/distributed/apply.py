@@ -38,7 +38,7 @@ from ..data.versions import load_version
 from ..errors import UsageError
 from ..numerics.apply import STORAGE_DTYPES, FrameFactors, apply_sketch
 from ..numerics.checks import check_rank, check_sketch_fits
-from .runtime import cluster_gpus, failure, init_ray, raise_failure, remote, reporting
+from .runtime import failure, init_ray, raise_failure, remote, reporting
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ApplyOptions:
     batch_size: int = field(default=8, metadata={"help": "frames multiplied at a time"})
     rows_per_part: int = field(default=64, metadata={"help": "frames per factor part file"})
     compression: str = field(default="zstd", metadata={"help": "compression of the factor parts", "choices": COMPRESSIONS})
-    device: str = field(default="auto", metadata={"help": "torch device of the numerics: auto (CUDA where the cluster, or with --no-ray this machine, has a GPU), cpu or cuda (frames move there as uint8)"})
+    device: str = field(default="auto", metadata={"help": "torch device of the numerics: auto (with --no-ray, CUDA where this machine has it; on Ray the CPU), cpu or cuda (each factor worker asks Ray for a GPU; frames move there as uint8)"})
     force: bool = field(default=False, metadata={"help": "replace factors already stored for the hour (any version)"})
 
     def validate(self) -> ApplyOptions:
@@ -262,10 +262,9 @@ def apply_hours(
     if workers < 1:
         raise UsageError(f"workers must be >= 1, got {workers}")
     if options.device == "auto":
-        if use_ray:
-            init_ray(address)
-        gpu = cluster_gpus() >= 1 if use_ray else torch.cuda.is_available()
-        options = replace(options, device="cuda" if gpu else "cpu")
+        # On Ray a GPU is an explicit request (--device cuda): the live nodes say nothing of the GPU
+        # node types an autoscaler could start, so guessing from them would never start one.
+        options = replace(options, device="cuda" if not use_ray and torch.cuda.is_available() else "cpu")
     local = FactorWorker(store, stream, version, options)  # loads and checks the sketch here first: a bad version fails in one line
     plans = [_plan_hour(store, stream, h, version, local.sketch, local.k, local.gray, options, workers) for h in hours]
     todo = [p for p in plans if isinstance(p, _Hour)]

@@ -26,7 +26,7 @@ class RetrainConfig:
     checkpoint_every: int = field(default=25, metadata={"help": "parameter-server checkpoint interval (steps)"})
     gray: bool = field(default=False, metadata={"help": "frames as (H, W) luminance instead of (C*H, W)"})
     cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs each worker asks Ray for"})
-    gpus_per_worker: float | None = field(default=None, metadata={"help": "GPUs each worker asks for (default: 1 per worker when the cluster has GPUs, else none)"})
+    gpus_per_worker: float | None = field(default=None, metadata={"help": "GPUs each worker asks Ray for (default: 1 with --device cuda, else 0); the request is what makes an autoscaler start a GPU node"})
     startup_timeout: float = field(default=300.0, metadata={"help": "seconds to wait for the workers to be placed"})
     max_worker_failures: int = field(default=8, metadata={"help": "worker replacements before the job gives up"})
 

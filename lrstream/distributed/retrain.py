@@ -33,7 +33,7 @@ from ..training.sketches import finish_sketch, fit_config
 from .config import RetrainConfig
 from .plan import DataPlan, plan_data
 from .roles import GradientWorker, ParameterServer
-from .runtime import OnRay, cluster_gpus, init_ray
+from .runtime import OnRay, init_ray
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,9 @@ def retrain(
     if use_ray:
         init_ray(address, num_cpus=max(os.cpu_count() or 1, math.ceil(cfg.workers * cfg.cpus_per_worker)))
         if cfg.gpus_per_worker is None:
-            gpus = cluster_gpus()
-            if gpus >= 1:
-                cfg = replace(cfg, gpus_per_worker=min(1.0, gpus / cfg.workers), learn=replace(cfg.learn, device="cuda"))
+            # An explicit request, never a guess from ray.cluster_resources(): that counts live nodes only,
+            # so a GPU node type at min_workers 0 would never be asked for.
+            cfg = replace(cfg, gpus_per_worker=1.0 if cfg.learn.device.startswith("cuda") else 0.0)
     selection = dict(hours=hours, last=last, start=start, end=end, val_fraction=cfg.learn.val_fraction, gray=cfg.gray, val_split=cfg.learn.val_split, seed=cfg.learn.seed)
     plan = plan_data(store, stream, cfg.workers, **selection)
     check_rank(cfg.learn.k, n=plan.n, d=plan.d)

@@ -14,7 +14,7 @@ intact one; a fresh one starts from the start parameters it was given.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,11 +33,18 @@ class GradientWorker(Worker):
     """A :class:`Worker` whose share is read, once, from the stream's stored hours.
 
     ``positions`` are the time positions of its training rows among all the
-    run's training rows; a replacement worker re-reads the same rows.
+    run's training rows; a replacement worker re-reads the same rows. A
+    worker placed for CUDA on a node whose torch sees none (a GPU resource
+    declared without a driver, a CPU-only wheel) trains on the CPU and says
+    so in ``ready``, so the run finishes and the driver reports it once.
     """
 
     def __init__(self, store: Store, stream: str, rank: int, train: Sequence[Segment], val: Sequence[Segment], positions, cfg: LearnConfig, batch: int, gray: bool = False, weight=None):
         t0 = time.perf_counter()
+        self.fallback = None
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            self.fallback = f"asked for {cfg.device}, but torch {torch.__version__} on this node sees no CUDA device"
+            cfg = replace(cfg, device="cpu")
         A = normalized(load_segments(store, stream, train, gray), "training share", cfg)  # (N_w, n, d)
         raw_val = load_segments(store, stream, val, gray)
         held = normalized(raw_val, "validation share", cfg) if raw_val.numel() else None  # (V_w, n, d)
@@ -45,7 +52,7 @@ class GradientWorker(Worker):
         self.load_seconds = time.perf_counter() - t0
 
     def ready(self) -> dict[str, Any]:
-        return {**super().ready(), "load_seconds": self.load_seconds}
+        return {**super().ready(), "load_seconds": self.load_seconds, "fallback": self.fallback}
 
 
 class ParameterServer(Server):

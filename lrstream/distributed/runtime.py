@@ -37,13 +37,6 @@ def remote(cls, **options):
     return ray.remote(**options)(cls) if options else ray.remote(cls)
 
 
-def cluster_gpus() -> float:
-    """GPUs the connected cluster has now."""
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0))
-
-
 # ------------------------------------------------------------------ errors as data
 
 _TYPED = {c.__name__: c for c in (UsageError, DataError, NothingToDoError, DriftError)}

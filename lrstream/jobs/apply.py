@@ -9,7 +9,7 @@ the version and the hours and reports.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..data.factors import factor_versions
@@ -18,7 +18,9 @@ from ..data.shards import list_hours
 from ..data.store import Store, check_hour
 from ..data.versions import latest_version
 from ..distributed.apply import ApplyOptions, apply_hours
+from ..distributed.fleet import StreamWork
 from ..errors import NothingToDoError, UsageError
+from .fleet import FleetOptions, run_fleet, sized
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,24 @@ def run_apply(store: Store | str, stream: str, job: ApplyJob = ApplyJob(), optio
         if r["status"] == "exists":
             log(f"hour {r['hour']}: factors of version {version} already stored, nothing to do")
     return {"stream": stream, "version": int(version), "results": results}
+
+
+def apply_work(root: str, stream: str, job: ApplyJob, options: ApplyOptions, fleet: FleetOptions) -> StreamWork:
+    """One stream of a fleet apply: small hours in its task (in process, one CPU or GPU), large ones on ``job.workers`` factor actors."""
+    store = Store.of(root)
+    placement = fleet.place(nbytes := sized(lambda: choose_hours(store, stream, job), store, stream))
+    info = {"frames_bytes": nbytes}
+    if placement == "single":
+        gpu = options.device.startswith("cuda")
+        return StreamWork(stream, run_apply, (root, stream, replace(job, use_ray=False), options), 0.0 if gpu else 1.0, 1.0 if gpu else 0.0, placement, info)
+    return StreamWork(stream, run_apply, (root, stream, job, options), 0.0, 0.0, placement, info)
+
+
+def describe_apply(r: dict[str, Any]) -> str:
+    hours = ", ".join(f"{h['hour']} {h['status']}" for h in r["results"])
+    return f"version {r['version']}: {hours}"
+
+
+def run_apply_fleet(works: list[StreamWork], fleet: FleetOptions, *, address: str | None = None, use_ray: bool = True, log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Apply the current sketch of every stream of ``works`` (see :func:`lrstream.jobs.fleet.run_fleet`)."""
+    return run_fleet("apply", works, fleet, describe_apply, address=address, use_ray=use_ray, log=log)

@@ -39,10 +39,12 @@ from ..data.sources import frames_to_matrices
 from ..data.store import Store, check_hour
 from ..data.versions import latest_version, load_version
 from ..distributed.apply import iter_frame_factors
+from ..distributed.fleet import StreamWork
 from ..distributed.submit import submit_retrain
 from ..errors import EXIT_DRIFT, CommandFailed, DataError, NothingToDoError, UsageError
 from ..numerics.checks import check_rank, check_sketch_fits
 from ..numerics.scoring import sample_rows, score_sample
+from .fleet import FleetOptions, run_fleet
 
 
 @dataclass(frozen=True)
@@ -216,3 +218,18 @@ def run_evaluate(store: Store | str, stream: str, job: EvaluateJob = EvaluateJob
         out["retrain"] = submit_retrain(argv, f"retrain-{stream}-{row['hour']}", address=job.address)
         message += f"; retraining {out['retrain']['status']} ({out['retrain']['mode']} {out['retrain']['submission_id']})"
     raise CommandFailed(message, EXIT_DRIFT, out)
+
+
+def evaluate_work(root: str, stream: str, job: EvaluateJob) -> StreamWork:
+    """One stream of a fleet evaluation: it computes in its task, on one CPU (or one GPU with ``device="cuda"``)."""
+    gpu = job.device.startswith("cuda")
+    return StreamWork(stream, run_evaluate, (root, stream, job), 0.0 if gpu else 1.0, 1.0 if gpu else 0.0)
+
+
+def describe_evaluate(r: dict[str, Any]) -> str:
+    return f"hour {r['hour']} version {r['version']}: gap {r['gap_sketch']:.5g}, sparse random {r['gap_sparse_random']:.5g}, no drift"
+
+
+def run_evaluate_fleet(works: list[StreamWork], fleet: FleetOptions, *, address: str | None = None, use_ray: bool = True, log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Evaluate every stream of ``works``; a drifting stream exits 5 unless another did worse (see :func:`lrstream.jobs.fleet.run_fleet`)."""
+    return run_fleet("evaluate", works, fleet, describe_evaluate, address=address, use_ray=use_ray, log=log)

@@ -14,6 +14,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from ..errors import UsageError
+from .fleet import FleetOptions, stream_entries
 
 _TYPES = {"int": int, "float": float}
 
@@ -124,3 +125,48 @@ class Command:
         missing = ["/".join(a.option_strings) for a in self.required if getattr(args, a.dest) is None]
         if missing:
             raise UsageError(f"{self.parser.prog}: the following arguments are required: {', '.join(missing)}")
+
+
+# ---------------------------------------------------------------- config files and plans of streams
+
+def add_streams(cmd: Command, placement: bool = True) -> None:
+    """--root and one of --stream, --streams, --plan (a job over many streams, scheduled by the fleet options)."""
+    cmd.flag("--root", required=True, help="storage root (path or fsspec URL)")
+    cmd.flag("--stream", help="stream name (or --streams / --plan for many)")
+    cmd.flag("--streams", help="comma-separated stream names: one job over all of them, one result line each")
+    cmd.flag("--plan", metavar="FILE", help="YAML/TOML file: streams: [name, or {stream: name, <option>: value, ...}]")
+    cmd.field(FleetOptions, "max_concurrent")
+    if placement:
+        cmd.field(FleetOptions, "placement")
+        cmd.field(FleetOptions, "single_max_mb")
+
+
+_NOT_PER_STREAM = {"root", "stream", "streams", "plan", "config", "json", "debug", "max_concurrent", "placement", "single_max_mb", "address", "no_ray"}
+
+
+def config_values(values: dict, keys: dict[str, argparse.Action], where: str) -> dict:
+    """dest -> value for a config file's (or a plan entry's) keys, list flags converted like their text would be."""
+    unknown = set(values) - set(keys)
+    if unknown:
+        raise UsageError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
+    try:
+        return {keys[name].dest: keys[name].type.from_config(v) if isinstance(keys[name].type, ListOf) else v for name, v in values.items()}
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def stream_namespaces(cmd: Command, args) -> list[tuple[str, argparse.Namespace]] | None:
+    """None for one --stream; else (stream, its options: the job's flags with the plan entry's values on top) per stream."""
+    if sum(bool(v) for v in (args.stream, args.streams, args.plan)) != 1:
+        raise UsageError(f"{cmd.parser.prog}: give one of --stream, --streams or --plan")
+    if args.stream:
+        return None
+    keys = {name: a for name, a in cmd.config_keys().items() if a.dest not in _NOT_PER_STREAM}
+    out = []
+    for name, values in stream_entries(args.streams, args.plan):
+        ns = argparse.Namespace(**vars(args))
+        for dest, value in config_values(values, keys, f"plan {args.plan}, stream {name}").items():
+            setattr(ns, dest, value)
+        ns.stream = name
+        out.append((name, ns))
+    return out

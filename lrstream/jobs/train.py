@@ -1,4 +1,4 @@
-"""The train job: learn a sketch from a stream's stored hours with W workers and publish it as a new version."""
+"""The train job: learn a sketch from a stream's stored hours with W workers and publish it as a new version; or do that for many streams."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ..data.reader import select_hours
 from ..data.sources import read_array_file
 from ..data.store import Store
 from ..distributed.config import RetrainConfig
+from ..distributed.fleet import StreamWork
 from ..distributed.retrain import retrain
 from ..errors import UsageError
+from .fleet import FleetOptions, run_fleet, sized
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -19,8 +22,9 @@ def resolve_device(device: str, gpus_per_worker: float | None, use_ray: bool) ->
     """(the workers' torch device, GPUs per worker) for ``device`` in auto / cpu / cuda.
 
     auto means CUDA when GPUs are asked for per worker, or, without Ray, when
-    this machine has one; otherwise the CPU (a Ray run still moves to CUDA
-    when retrain finds GPUs on the cluster and ``gpus_per_worker`` is unset).
+    this machine has one; otherwise the CPU. On Ray the GPUs are always an
+    explicit request (``--gpus-per-worker`` or ``--device cuda``): the GPU
+    nodes of an autoscaling cluster may not exist until something asks.
     """
     if device not in DEVICES:
         raise UsageError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -65,3 +69,34 @@ def run_train(
     log(f"stream {stream}: version {out['version']} ({out['kind']}, k={out['k']}, m={out['m']}) at {out['url']}")
     log(f"validation gap {gap}; {out['steps']} steps in {out['seconds']:.1f} s, {out['frames_per_second']:.1f} frames/s, {cfg.workers} workers")
     return out
+
+
+def _train_stream(root: str, stream: str, cfg: RetrainConfig, selection: dict[str, Any], use_ray: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    return run_train(root, stream, cfg, use_ray=use_ray, log=log, **selection)
+
+
+def train_work(root: str, stream: str, cfg: RetrainConfig, selection: dict[str, Any], fleet: FleetOptions) -> StreamWork:
+    """One stream of a fleet retrain; ``selection`` holds run_train's device, hours, last, start, end and weight.
+
+    A small stream trains in its task with one in-process worker (and asks
+    for that worker's CPUs or GPUs); a large one drives a parameter server
+    and ``cfg.workers`` worker actors from a task that asks for nothing.
+    """
+    store = Store.of(root)
+    nbytes = sized(lambda: select_hours(store, stream, hours=selection.get("hours"), last=selection.get("last"), start=selection.get("start"), end=selection.get("end")), store, stream)
+    placement = fleet.place(nbytes)
+    info = {"frames_bytes": nbytes}
+    if placement == "single":
+        one = replace(cfg, workers=1)
+        return StreamWork(stream, _train_stream, (root, stream, one, selection, False), cfg.cpus_per_worker, cfg.gpus_per_worker or 0.0, placement, info)
+    return StreamWork(stream, _train_stream, (root, stream, cfg, selection, True), 0.0, 0.0, placement, info)
+
+
+def describe_train(r: dict[str, Any]) -> str:
+    gap = "no validation" if r.get("val_gap") is None else f"validation gap {r['val_gap']:.5g} (sparse random {r['val_gap_sparse_random']:.5g})"
+    return f"version {r['version']} ({r['kind']}, k={r['k']}, m={r['m']}), {gap}, {r['steps']} steps in {r['seconds']:.1f} s"
+
+
+def run_train_fleet(works: Sequence[StreamWork], fleet: FleetOptions, *, address: str | None = None, use_ray: bool = True, log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Retrain every stream of ``works`` (see :func:`lrstream.jobs.fleet.run_fleet`)."""
+    return run_fleet("train", works, fleet, describe_train, address=address, use_ray=use_ray, log=log)

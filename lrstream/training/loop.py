@@ -100,6 +100,7 @@ class TrainLoop:
         self.exe, self.fit, self.n, self.options = exe, fit, n, options
         self.make_worker, self.make_server = make_worker, make_server
         self.log = log or (lambda msg: None)
+        self._fallback_told = False
         self.stats = LoopStats()
         self.workers = [make_worker(r) for r in range(options.workers)]
         self.ps = None
@@ -123,6 +124,10 @@ class TrainLoop:
             if exc.__class__.__name__ == "GetTimeoutError":
                 raise UsageError(f"{self.options.workers} workers needing {self.options.placement or 'their resources'} each were not all placed within {self.options.startup_timeout:g} s; the cluster is too small (use fewer --workers)") from None
             raise
+        fallen = [i for i in infos if i.get("fallback")]
+        if fallen and not self._fallback_told:  # once per run, not once per worker or replacement
+            self._fallback_told = True
+            self.log(f"{len(fallen)} of {len(infos)} workers run on the CPU: {fallen[0]['fallback']}")
         self.frames = sum(i["frames"] for i in infos)
         self.val_frames = sum(i["val_frames"] for i in infos)
         return infos
