@@ -1,3 +1,10 @@
+import os
+
+# Token authentication stays on in every test, as in production. Ray reads
+# RAY_AUTH_MODE once, when it is first imported, so it is set before any test
+# module imports Ray (a local ray.init() creates ~/.ray/auth_token if missing).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 import numpy as np
 import pytest
 import torch
