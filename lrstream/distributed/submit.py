@@ -62,12 +62,17 @@ class Jobs:
         for name in _QUIET:  # packaging chatter and auth warnings: the one-line errors below say what matters
             logging.getLogger(name).setLevel(logging.ERROR)
         self.address = address
+        # Ray's client takes $RAY_API_SERVER_ADDRESS or $RAY_ADDRESS over its address argument; inside a Ray job
+        # the latter is the GCS address. Hide both while it resolves the address, so ``address`` is the one used.
+        hidden = {name: os.environ.pop(name) for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if name in os.environ}
         try:
             from ray.job_submission import JobSubmissionClient
 
             self.client = JobSubmissionClient(address)
         except Exception as exc:
             raise self._error(exc) from None
+        finally:
+            os.environ.update(hidden)
 
     def _error(self, exc: Exception) -> LrstreamError:
         from ray.exceptions import AuthenticationError
@@ -134,11 +139,11 @@ class Jobs:
                 details = self.info(submission_id)
                 text = self.logs(submission_id)
                 lost = None
-            except LrstreamError:
+            except LrstreamError as exc:
                 lost = lost or time.monotonic()
                 if time.monotonic() - lost > patience:
-                    raise LrstreamError(f"lost the Ray dashboard at {self.address} while following job {submission_id} (it may still be running; run the same command again to attach)") from None
-                time.sleep(min(delay, 2.0))
+                    raise LrstreamError(f"lost the Ray dashboard while following job {submission_id}, which may still be running (run the same command again to attach): {exc}") from None
+                time.sleep(1.0)
                 continue
             if details is None:
                 raise LrstreamError(f"job {submission_id} disappeared from the Ray dashboard at {self.address} (deleted by someone else?)")
@@ -149,7 +154,7 @@ class Jobs:
             if details.status.is_terminal():
                 return details, text
             time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * 1.5, 1.0)
 
 
 def outcome(details) -> tuple[int, str]:
@@ -168,6 +173,17 @@ def outcome(details) -> tuple[int, str]:
     if code < 0:
         return EXIT_INTERNAL, f"failed: the driver was killed by signal {-code}"
     return code, f"failed: the driver exited with {code}" + (f" ({MEANING[code]})" if code in MEANING else "")
+
+
+def _settle(details, margin: float = 4.0) -> None:
+    """Wait until the job ended ``margin`` seconds ago (by this machine's clock, at most ``margin``) before deleting and reusing its id.
+
+    Ray 2.60's job manager watches a job until about a second after it
+    ends (JOB_MONITOR_LOOP_PERIOD_S); a job submitted under the same id
+    while the old watch runs is marked FAILED ("Job supervisor actor died").
+    """
+    ended = (details.end_time or 0) / 1000.0
+    time.sleep(min(margin, max(0.0, ended + margin - time.time())))
 
 
 def _driver_error(text: str) -> str:
@@ -216,8 +232,9 @@ def run_job(
                 reason = _driver_error(jobs.logs(submission_id))
                 raise CommandFailed(
                     f"job {submission_id} ran before and {what}{f' [{reason}]' if reason else ''}; not run again: pass --retry to delete it and run it again",
-                    code or EXIT_INTERNAL, {**out, "action": "not re-run", "exit_code": code or EXIT_INTERNAL},
+                    code, {**out, "action": "not re-run", "exit_code": code},
                 )  # fmt: skip
+            _settle(details)
             skip = jobs.logs(submission_id)
             jobs.delete(submission_id)
             out["action"] = "retried"
