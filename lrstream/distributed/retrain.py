@@ -98,7 +98,7 @@ def build_loop(store: Store | str, stream: str, cfg: RetrainConfig, plan: DataPl
         return exe.create(ParameterServer, (fit, params, store, folder, cfg.checkpoint_every, cfg.staleness), **ps_opts)
 
     def make_worker(rank: int):
-        return exe.create(GradientWorker, (store, stream, rank, plan.train[rank], plan.val[rank], positions[rank], fit, sizes[rank], cfg.gray, weight), **worker_opts)
+        return exe.create(GradientWorker, (store, stream, rank, plan.train[rank], plan.val[rank], positions[rank], fit, sizes[rank], cfg.gray, weight, use_ray), **worker_opts)
 
     placement = f"{cfg.cpus_per_worker:g} CPU" + (f" and {cfg.gpus_per_worker:g} GPU" if cfg.gpus_per_worker else "")
     options = LoopOptions(cfg.workers, cfg.mode, cfg.startup_timeout, cfg.max_worker_failures, placement, validate)

@@ -33,16 +33,18 @@ class GradientWorker(Worker):
     """A :class:`Worker` whose share is read, once, from the stream's stored hours.
 
     ``positions`` are the time positions of its training rows among all the
-    run's training rows; a replacement worker re-reads the same rows. A
-    worker placed for CUDA on a node whose torch sees none (a GPU resource
-    declared without a driver, a CPU-only wheel) trains on the CPU and says
-    so in ``ready``, so the run finishes and the driver reports it once.
+    run's training rows; a replacement worker re-reads the same rows. With
+    ``cpu_fallback`` (a Ray actor placed by its GPU request) a worker asked
+    for CUDA on a node whose torch sees none (a GPU resource declared
+    without a driver, a CPU-only wheel) trains on the CPU and says so in
+    ``ready``, so the run finishes and the driver reports it once; in this
+    process, CUDA asked for and absent stays a usage error.
     """
 
-    def __init__(self, store: Store, stream: str, rank: int, train: Sequence[Segment], val: Sequence[Segment], positions, cfg: LearnConfig, batch: int, gray: bool = False, weight=None):
+    def __init__(self, store: Store, stream: str, rank: int, train: Sequence[Segment], val: Sequence[Segment], positions, cfg: LearnConfig, batch: int, gray: bool = False, weight=None, cpu_fallback: bool = False):
         t0 = time.perf_counter()
         self.fallback = None
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        if cpu_fallback and cfg.device.startswith("cuda") and not torch.cuda.is_available():
             self.fallback = f"asked for {cfg.device}, but torch {torch.__version__} on this node sees no CUDA device"
             cfg = replace(cfg, device="cpu")
         A = normalized(load_segments(store, stream, train, gray), "training share", cfg)  # (N_w, n, d)
