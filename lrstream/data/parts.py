@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import ipc
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from .store import MANIFEST, Store
 
 
@@ -39,11 +39,85 @@ def ipc_bytes(table: pa.Table, compression: str) -> pa.Buffer:
     return sink.getvalue()
 
 
+def check_level(compression: str, level: int) -> int:
+    """``level`` if the codec takes it, else a UsageError naming the codec's range."""
+    if compression == "none" or not pa.Codec.supports_compression_level(compression):
+        raise UsageError(f"compression {compression} takes no level")
+    lo, hi = pa.Codec.minimum_compression_level(compression), pa.Codec.maximum_compression_level(compression)
+    if not lo <= level <= hi:
+        raise UsageError(f"{compression} level must be in [{lo}, {hi}], got {level}")
+    return level
+
+
 def write_part(store: Store, folder: str, attempt: str, number: int, data, rows: int, **extra: Any) -> dict[str, Any]:
     """Write part ``number`` of ``attempt`` under ``folder``; returns its manifest entry (path relative to ``folder``)."""
     name = f"attempt={attempt}/part-{number:05d}.arrow"
     store.write_bytes(f"{folder}/{name}", data)
     return {"path": name, "rows": rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **extra}
+
+
+class _HashingFile:
+    """A write-only file object that feeds what it writes to sha256 on the way (Arrow's writer takes any such object)."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)  # hashlib and file writes release the GIL for large buffers
+        self.f.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self.f.closed
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class PartWriter:
+    """Part ``number`` of ``attempt`` written as it comes: record batches stream into the Arrow IPC file on the store.
+
+    The bytes are hashed as they are written, so no part is ever held
+    whole in memory and nothing is read twice; :meth:`close` gives the same
+    manifest entry as :func:`write_part`. Nothing opens before the first
+    batch. Used by one thread at a time.
+    """
+
+    def __init__(self, store: Store, folder: str, attempt: str, number: int, schema: pa.Schema, compression: str, level: int | None = None):
+        self.path = f"{folder}/attempt={attempt}/part-{number:05d}.arrow"
+        self.name = self.path[len(folder) + 1 :]
+        self.store, self.schema, self.rows = store, schema, 0
+        self.codec = None if compression == "none" else pa.Codec(compression, compression_level=level)
+        self.file = self.writer = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.writer is None:
+            self.file = _HashingFile(self.store.open_write(self.path))
+            self.writer = ipc.new_file(self.file, self.schema, options=ipc.IpcWriteOptions(compression=self.codec, use_threads=False))
+        self.writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close(self, **extra: Any) -> dict[str, Any]:
+        """Finish the file (footer, close); its manifest entry, path relative to the folder."""
+        self.writer.close()
+        self.file.close()
+        return {"path": self.name, "rows": self.rows, "bytes": self.file.size, "sha256": self.file.sha.hexdigest(), **extra}
+
+    def discard(self) -> None:
+        """Close without finishing (the attempt is being removed)."""
+        if self.file is not None and not self.file.closed:
+            self.file.close()
 
 
 def read_part(store: Store, folder: str, entry: dict[str, Any], what: str, verify: bool = True) -> pa.Table:

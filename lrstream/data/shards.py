@@ -2,7 +2,7 @@
 
 One hour of one stream is written as
 
-    HOUR/attempt=ID/part-NNNNN.arrow   (Arrow IPC, zstd or lz4)
+    HOUR/attempt=ID/part-NNNNN.arrow   (Arrow IPC, lz4, zstd or uncompressed)
     HOUR/_MANIFEST.json                (published last, atomically)
 
 with HOUR = ``store.hour_dir(S, H)`` (the on-disk names are :mod:`lrstream.data.store`'s).
@@ -29,39 +29,55 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from ..errors import DataError, NothingToDoError, UsageError
-from .parts import ipc_bytes, part_bounds, publish_manifest, read_json_manifest, read_part, write_part
+from .parts import PartWriter, check_level, part_bounds, publish_manifest, read_json_manifest, read_part
 from .sources import Frame
 from .store import MANIFEST, Store, check_hour, check_stream, hour_start, new_attempt_id  # noqa: F401 (MANIFEST: re-exported for readers of the format)
 
 FORMAT = "lrstream-hour"
 FORMAT_VERSION = 1
 COMPRESSIONS = ("zstd", "lz4", "none")
+# zstd's default level here: on 720p video frames it encodes at about twice
+# Arrow's default (level 1) speed for shards ~9% larger; see README, Ingest.
+ZSTD_LEVEL = -5
 
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How an hour is written; the ingest flags mirror these fields."""
+    """How an hour is written; the ingest flags mirror rows_per_shard, compression and force."""
 
     rows_per_shard: int = field(default=32, metadata={"help": "frames per Arrow part file"})
-    compression: str = field(default="zstd", metadata={"help": "compression of the Arrow IPC parts", "choices": COMPRESSIONS})
+    compression: str = field(default="zstd", metadata={"help": f"compression of the Arrow IPC parts (zstd at level {ZSTD_LEVEL} unless a level is given)", "choices": COMPRESSIONS})
     force: bool = field(default=False, metadata={"help": "replace an hour that is already ingested (atomically)"})
+    compression_level: int | None = field(default=None, metadata={"help": f"codec level (zstd: negative is faster, up to 22; lz4: 1 to 12); None: zstd {ZSTD_LEVEL}, lz4 1"})
+    encode_threads: int = field(default=2, metadata={"help": "parts compressed, hashed and written at once, beside the decoding thread"})
 
     def validate(self) -> WriteOptions:
         if self.rows_per_shard < 1:
             raise UsageError(f"rows_per_shard must be >= 1, got {self.rows_per_shard}")
         if self.compression not in COMPRESSIONS:
             raise UsageError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
+        if self.compression_level is not None:
+            check_level(self.compression, self.compression_level)
+        if self.encode_threads < 1:
+            raise UsageError(f"encode_threads must be >= 1, got {self.encode_threads}")
         return self
+
+    @property
+    def level(self) -> int | None:
+        """The codec level parts are written with: compression_level, else zstd ZSTD_LEVEL, lz4 1 (None: no compression)."""
+        return {"zstd": ZSTD_LEVEL, "lz4": 1}.get(self.compression) if self.compression_level is None else self.compression_level
 
 
 @dataclass(frozen=True)
@@ -95,66 +111,86 @@ def _schema(shape: tuple[int, ...], dtype: np.dtype) -> pa.Schema:
     )
 
 
-def _table(schema: pa.Schema, stack: np.ndarray, indices: list[int], stamps: list, stream: str, hour: str) -> pa.Table:
-    """One part's rows from ``stack`` (rows, H, W, C), wrapped without a copy."""
-    return pa.table(
-        {
-            "frame": pa.FixedShapeTensorArray.from_numpy_ndarray(stack),
-            "frame_index": pa.array(indices, pa.int64()),
-            "timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
-            "stream": pa.array([stream] * len(stack), pa.string()),
-            "hour": pa.array([hour] * len(stack), pa.string()),
-        },
-        schema=schema,
-    )
+def _batch(schema: pa.Schema, stream: str, hour: str, frames: list[np.ndarray], indices: list[int], stamps: list, buf: np.ndarray | None) -> pa.RecordBatch:
+    """Rows from ``frames`` (each (H, W, C)): one frame is wrapped without a copy, more are stacked into ``buf``."""
+    stack = np.ascontiguousarray(frames[0]).reshape(1, *frames[0].shape) if len(frames) == 1 else np.stack(frames, out=buf[: len(frames)])
+    n = len(frames)
+    columns = [pa.FixedShapeTensorArray.from_numpy_ndarray(stack), pa.array(indices, pa.int64()), pa.array(stamps, pa.timestamp("us", tz="UTC")), pa.array([stream] * n, pa.string()), pa.array([hour] * n, pa.string())]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-class _Staging:
-    """Two reused (rows_per_shard, H, W, C) buffers: frames are copied into one while the other's part is encoded.
+BATCH_BYTES = 16 << 20  # a part's frames go out in record batches of about this size (at least one frame)
 
-    Why: a fresh ``np.stack`` of a part is a new allocation every time, and
-    at 32 frames of 720p its first touch (page faults) cost 9 ms a frame,
-    more than the zstd encode. Encoding, hashing and writing a part run in
-    one background thread (Arrow's codecs, hashlib and file writes release
-    the GIL), so decoding the next frames overlaps them.
+
+class _Encoder:
+    """Parts compressed, hashed and written by ``threads`` threads while the caller decodes the next frames.
+
+    Frames leave in record batches of about BATCH_BYTES (six 720p frames, a
+    whole part of small ones) as soon as a batch is full, so only the last
+    batch is left to encode when the source ends (32 frames were, with one
+    batch a part). Part p's batches go, in order, to thread p % threads,
+    which stacks them into its own reused buffer and streams them into the
+    part's IPC file; consecutive parts go to different threads, so parts
+    are encoded side by side. Codecs, hashlib and file writes release the
+    GIL. At most a part per thread waits: the decoder runs a part ahead.
     """
 
-    def __init__(self, rows: int, shape: tuple[int, ...], dtype: np.dtype, encode):
-        self.buffers = [np.empty((rows, *shape), dtype), np.empty((rows, *shape), dtype)]
-        self.pending = [None, None]  # the future still reading each buffer
-        self.current, self.fill = 0, 0
-        self.encode = encode
-        self.pool = ThreadPoolExecutor(max_workers=1)
-        self.futures: list = []
+    def __init__(self, new_part, batch, threads: int, rows_per_shard: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.new_part, self.batch, self.rows_per_shard = new_part, batch, rows_per_shard
+        self.batch_rows = max(1, min(rows_per_shard, BATCH_BYTES // max(1, int(np.prod(shape)) * dtype.itemsize)))
+        self.pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lrstream-encode-{i}") for i in range(threads)]
+        self.buffers = [np.empty((self.batch_rows, *shape), dtype) if self.batch_rows > 1 else None for _ in range(threads)]  # one per thread, reused
+        self.frames, self.indices, self.stamps = [], [], []  # the batch being filled
+        self.waiting: deque = deque()
+        self.parts: list = []  # [PartWriter, future of its manifest entry] in part order
+        self.part_rows = self.first = 0
+        self.max_waiting = len(self.pools) * -(-rows_per_shard // self.batch_rows)  # a part per thread: the decoder runs a part ahead
 
-    def add(self, arr: np.ndarray) -> int:
-        if self.fill == 0 and self.pending[self.current] is not None:
-            self.pending[self.current].result()  # the buffer's previous part is written: reuse it
-        self.buffers[self.current][self.fill] = arr
-        self.fill += 1
-        return self.fill
+    def add(self, arr: np.ndarray, index: int, stamp) -> None:
+        if self.part_rows == 0:
+            self.first = index
+        self.frames.append(arr)
+        self.indices.append(index)
+        self.stamps.append(stamp)
+        self.part_rows += 1
+        if len(self.frames) == self.batch_rows or self.part_rows == self.rows_per_shard:
+            self._send()
+        if self.part_rows == self.rows_per_shard:
+            self._close()
 
-    def flush(self, indices: list[int], stamps: list) -> None:
-        if self.fill == 0:
-            return
-        future = self.pool.submit(self.encode, self.buffers[self.current][: self.fill], indices, stamps)
-        self.pending[self.current] = future
-        self.futures.append(future)
-        self.current, self.fill = 1 - self.current, 0
+    def _send(self) -> None:
+        if len(self.parts) == 0 or self.parts[-1][1] is not None:
+            self.parts.append([self.new_part(len(self.parts)), None])
+        part, t = self.parts[-1][0], (len(self.parts) - 1) % len(self.pools)
+        args = (self.frames, self.indices, self.stamps, self.buffers[t])
+        self.waiting.append(self.pools[t].submit(lambda: part.write(self.batch(*args))))
+        self.frames, self.indices, self.stamps = [], [], []
+        while self.waiting and (self.waiting[0].done() or len(self.waiting) > self.max_waiting):
+            self.waiting.popleft().result()  # a failed batch raises here, early
 
-    def results(self) -> list:
-        """Every part's entry, in order; raises the first failure."""
+    def _close(self) -> None:
+        t = (len(self.parts) - 1) % len(self.pools)
+        self.parts[-1][1] = self.pools[t].submit(self.parts[-1][0].close, first_index=self.first)
+        self.part_rows = 0
+
+    def results(self) -> list[dict[str, Any]]:
+        """Every part's manifest entry, in order, once all are written; raises the first failure."""
+        if self.frames:
+            self._send()
+        if self.part_rows:
+            self._close()
         try:
-            return [f.result() for f in self.futures]
+            for f in self.waiting:
+                f.result()
+            return [f.result() for _, f in self.parts]
         finally:
-            self.pool.shutdown(wait=True)
+            self.abort()
 
     def abort(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _as_frame_array(arr: np.ndarray) -> np.ndarray:
-    return arr[..., None] if arr.ndim == 2 else arr
+        for pool in self.pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for part, _ in self.parts:
+            part.discard()
 
 
 def _check_frame(arr: np.ndarray, shape, dtype) -> str | None:
@@ -186,6 +222,7 @@ def write_hour(store: Store | str, stream: str, hour: str, frames: Iterable[Fram
         stream, hour: the hour's identity (hour as YYYY-MM-DDTHH).
         frames: :class:`~lrstream.data.sources.Frame` items in order (from
             :func:`lrstream.data.sources.iter_frames`); bad ones are quarantined.
+            Arrays are encoded after they are yielded: a source must not reuse them.
         source: the source URL, recorded in the manifest.
         options: shard size, compression, force.
 
@@ -208,29 +245,12 @@ def write_hour(store: Store | str, stream: str, hour: str, frames: Iterable[Fram
     adir = f"{hdir}/attempt={attempt}"
     qdir = f"{store.quarantine_dir(stream, hour)}/attempt={attempt}"
     start = hour_start(hour).replace(tzinfo=timezone.utc)
-    shape = dtype = schema = staging = None
-    idx: list[int] = []
-    stamps: list[datetime | None] = []
-    files: list[dict[str, Any]] = []
-    quarantined: list[dict[str, Any]] = []
-    raw_bytes = 0
-
-    def encode(stack: np.ndarray, indices: list[int], times: list) -> dict[str, Any]:
-        data = ipc_bytes(_table(schema, stack, indices, times, stream, hour), options.compression)
-        return write_part(store, hdir, attempt, number_of[indices[0]], data, len(stack), first_index=indices[0])
-
-    number_of: dict[int, int] = {}  # a part's first frame index -> its part number
-
-    def flush() -> None:
-        nonlocal idx, stamps
-        if idx:
-            number_of[idx[0]] = len(number_of)
-            staging.flush(idx, stamps)
-            idx, stamps = [], []
-
+    shape = dtype = encoder = None
+    files, quarantined, raw_bytes = [], [], 0
     try:
         for fr in frames:
-            arr = None if fr.array is None else _as_frame_array(np.asarray(fr.array))
+            arr = None if fr.array is None else np.asarray(fr.array)
+            arr = arr[..., None] if arr is not None and arr.ndim == 2 else arr
             reason = fr.problem or _check_frame(arr, shape, dtype)
             if reason is not None:
                 quarantined.append(_quarantine(store, qdir, fr, arr, reason))
@@ -238,19 +258,15 @@ def write_hour(store: Store | str, stream: str, hour: str, frames: Iterable[Fram
             if shape is None:
                 shape, dtype = arr.shape, arr.dtype
                 schema = _schema(shape, dtype)
-                staging = _Staging(options.rows_per_shard, shape, dtype, encode)
-            staging.add(arr)
-            idx.append(fr.index)
-            stamps.append(None if fr.seconds is None else start + timedelta(seconds=fr.seconds))
+                new_part = partial(PartWriter, store, hdir, attempt, schema=schema, compression=options.compression, level=options.level)
+                encoder = _Encoder(new_part, partial(_batch, schema, stream, hour), options.encode_threads, options.rows_per_shard, shape, dtype)
+            encoder.add(arr, fr.index, None if fr.seconds is None else start + timedelta(seconds=fr.seconds))
             raw_bytes += arr.nbytes
-            if len(idx) >= options.rows_per_shard:
-                flush()
-        if staging is not None:
-            flush()
-            files = staging.results()
+        if encoder is not None:
+            files = encoder.results()
     except BaseException:
-        if staging is not None:
-            staging.abort()
+        if encoder is not None:
+            encoder.abort()
         store.remove(adir)  # our own attempt only; nothing was published
         raise
     if not files:
@@ -269,6 +285,7 @@ def write_hour(store: Store | str, stream: str, hour: str, frames: Iterable[Fram
         "frame_shape": list(shape),
         "dtype": str(dtype),
         "compression": options.compression,
+        "compression_level": options.level,
         "rows": sum(f["rows"] for f in files),
         "raw_bytes": raw_bytes,
         "files": files,

@@ -242,9 +242,13 @@ class Store:
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """A plain write (for files no reader trusts until a manifest names them)."""
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(path, "wb") as f:
+        with self.open_write(path) as f:
             f.write(data)
+
+    def open_write(self, path: str):
+        """A binary file open for a plain write (parent folders created), for files written piece by piece."""
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return self.fs.open(path, "wb")
 
     def publish(self, path: str, data: bytes, exclusive: bool) -> bool:
         """:func:`publish` on this root's filesystem, creating the parent folder first."""
