@@ -20,7 +20,7 @@ from ..data.versions import latest_version
 from ..distributed.apply import ApplyOptions, apply_hours
 from ..distributed.fleet import StreamWork
 from ..errors import NothingToDoError, UsageError
-from .fleet import FleetOptions, run_fleet, sized
+from .fleet import FleetOptions, run_fleet, sized, task_resources
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,7 @@ def apply_work(root: str, stream: str, job: ApplyJob, options: ApplyOptions, fle
     placement = fleet.place(nbytes := sized(lambda: choose_hours(store, stream, job), store, stream))
     info = {"frames_bytes": nbytes}
     if placement == "single":
-        gpu = options.device.startswith("cuda")
-        return StreamWork(stream, run_apply, (root, stream, replace(job, use_ray=False), options), 0.0 if gpu else 1.0, 1.0 if gpu else 0.0, placement, info)
+        return StreamWork(stream, run_apply, (root, stream, replace(job, use_ray=False), options), *task_resources(options.device), placement, info)
     return StreamWork(stream, run_apply, (root, stream, job, options), 0.0, 0.0, placement, info)
 
 

@@ -44,7 +44,7 @@ from ..distributed.submit import submit_retrain
 from ..errors import EXIT_DRIFT, CommandFailed, DataError, NothingToDoError, UsageError
 from ..numerics.checks import check_rank, check_sketch_fits
 from ..numerics.scoring import sample_rows, score_sample
-from .fleet import FleetOptions, run_fleet
+from .fleet import FleetOptions, run_fleet, task_resources
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,7 @@ def run_evaluate(store: Store | str, stream: str, job: EvaluateJob = EvaluateJob
 
 def evaluate_work(root: str, stream: str, job: EvaluateJob) -> StreamWork:
     """One stream of a fleet evaluation: it computes in its task, on one CPU (or one GPU with ``device="cuda"``)."""
-    gpu = job.device.startswith("cuda")
-    return StreamWork(stream, run_evaluate, (root, stream, job), 0.0 if gpu else 1.0, 1.0 if gpu else 0.0)
+    return StreamWork(stream, run_evaluate, (root, stream, job), *task_resources(job.device))
 
 
 def describe_evaluate(r: dict[str, Any]) -> str:

@@ -96,6 +96,11 @@ def sized(choose_hours: Callable[[], Sequence[str]], store: Store, stream: str) 
         return 0
 
 
+def task_resources(device: str) -> tuple[float, float]:
+    """(CPUs, GPUs) a stream's task asks for when it computes in process on ``device``: one GPU for CUDA, else one CPU."""
+    return (0.0, 1.0) if device.startswith("cuda") else (1.0, 0.0)
+
+
 def _status_line(r: dict[str, Any], describe: Callable[[dict[str, Any]], str]) -> str:
     if r["ok"]:
         return f"stream {r['stream']}: ok ({r['placement']}): {describe(r)}"
