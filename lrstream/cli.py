@@ -76,7 +76,7 @@ def _selected_hours(args) -> list[str] | None:
 
 def _add_factorize(cmd: Command) -> None:
     cmd.field(FactorizeJob, "input", "input")
-    for name in ("k", "method", "out", "steps", "lr", "mask", "observed", "holdout", "seed", "device", "picture"):
+    for name in ("k", "method", "out", "steps", "solver", "lr", "mask", "observed", "holdout", "seed", "device", "picture"):
         cmd.field(FactorizeJob, name)
     _common(cmd)
 

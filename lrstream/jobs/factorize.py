@@ -29,8 +29,9 @@ class FactorizeJob:
     k: int = field(metadata={"help": "target rank"})
     out: str = field(metadata={"help": "output folder (path or fsspec URL) for L.npy, R.npy and metrics.json"})
     method: str = field(default="svd", metadata={"help": "truncated SVD, gradient U.V, or masked completion", "choices": METHODS})
-    steps: int = field(default=2000, metadata={"help": "optimiser steps for uv/complete"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate for uv/complete (default: the method's own)"})
+    steps: int | None = field(default=None, metadata={"help": "most iterations for uv/complete (default: the solver's own)"})
+    lr: float | None = field(default=None, metadata={"help": "step size of uv's gd or adam, complete's adam (default: the solver's own)"})
+    solver: str | None = field(default=None, metadata={"help": "uv: gd (scaled gradient, default), als or adam; complete: als (default) or adam", "choices": ("gd", "als", "adam")})
     mask: str | None = field(default=None, metadata={"help": "complete: .npy bool mask of observed entries (default: the finite entries)"})
     observed: float | None = field(default=None, metadata={"help": "complete: observe this seeded random fraction of the entries instead"})
     holdout: float = field(default=0.1, metadata={"help": "complete: fraction of observed entries held out to report error"})
@@ -43,7 +44,7 @@ def _factorize(job: FactorizeJob, A: np.ndarray):
     if job.method == "svd":
         return fz.truncated_svd(A, job.k)
     if job.method == "uv":
-        return fz.uv_factorize(A, job.k, steps=job.steps, lr=job.lr, seed=job.seed, device=job.device)
+        return fz.uv_factorize(A, job.k, steps=job.steps, lr=job.lr, seed=job.seed, device=job.device, solver=job.solver or "gd")
     if job.method != "complete":
         raise UsageError(f"unknown method {job.method!r}; choose one of {', '.join(METHODS)}")
     if job.mask and job.observed is not None:
@@ -56,7 +57,8 @@ def _factorize(job: FactorizeJob, A: np.ndarray):
         mask = np.random.default_rng(job.seed).random(A.shape) < job.observed
     else:
         mask = np.isfinite(A)
-    return fz.complete_matrix(A, mask, job.k, steps=job.steps, lr=job.lr, holdout=job.holdout, seed=job.seed, device=job.device)
+    solver = job.solver or "als"
+    return fz.complete_matrix(A, mask, job.k, steps=job.steps, lr=job.lr, holdout=job.holdout, seed=job.seed, device=job.device, solver=solver)
 
 
 def _is_image(url: str) -> bool:
@@ -73,7 +75,7 @@ def _display(M: np.ndarray, image_shape: tuple[int, ...] | None, lo: float, hi: 
 
 
 def _picture(job: FactorizeJob, A: np.ndarray, first, image_shape: tuple[int, ...] | None, log: Callable[[str], None]) -> dict[str, float]:
-    """Draw one row per method (the job's own result ``first`` reused, the others run with the job's k, steps and seed)
+    """Draw one row per method (the job's own result ``first`` reused, the others with the job's k and seed, their own solver defaults)
     into ``job.picture``; returns each method's relative error ||A - LR||_F / ||A||_F."""
     lo, hi = float(A.min()), float(A.max())
     original = _display(A, image_shape, lo, hi)
@@ -83,7 +85,7 @@ def _picture(job: FactorizeJob, A: np.ndarray, first, image_shape: tuple[int, ..
         if method == job.method:
             res, other = first, job
         else:  # completion needs unobserved entries to be a completion: half by default, the job's own fraction if given
-            other = replace(job, method=method, observed=job.observed if job.observed is not None or job.mask else 0.5)
+            other = replace(job, method=method, solver=None, steps=None, lr=None, observed=job.observed if job.observed is not None or job.mask else 0.5)
             res = _factorize(other, A)
         approx = (res.L @ res.R).detach().cpu().double().numpy()  # (n, d)
         errors[method] = float(np.linalg.norm(A - approx)) / norm
