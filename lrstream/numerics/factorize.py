@@ -13,6 +13,7 @@ Inputs are numpy arrays or torch tensors of shape (n, d).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,28 +108,32 @@ def _init_factors(n: int, d: int, k: int, scale: float, gen: torch.Generator, de
     return U.to(device).requires_grad_(True), V.to(device).requires_grad_(True)
 
 
-# Below this many entries of A a CPU Adam step's kernels take microseconds and waking the thread
-# pool costs more than it saves (2-core machine, one core busy, 200 x 150: 26 s on 2 threads, 1.9 s on 1).
+# Below this many entries of A a CPU step's kernels take micro- to milliseconds and waking the thread pool
+# costs more than it saves on a busy machine (2 cores, load 3: Adam on 200 x 150 26 s on 2 threads, 1.9 s on 1;
+# gd on camera 512 x 512, k=20, 3.3 s against 0.33 s).
 _ONE_THREAD_MAX = 1 << 20
 
 
-def _adam_fit(loss_fn, params: list[torch.Tensor], steps: int, lr: float, entries: int) -> None:
-    """Adam with cosine decay to 1% of ``lr``: fast early progress, precise end; ``entries`` is A's size (n d)."""
+@contextmanager
+def _threads_for(device: torch.device, entries: int):
+    """One intra-op thread while a CPU loop runs over a matrix of at most _ONE_THREAD_MAX entries, the caller's count after."""
+    threads, one = torch.get_num_threads(), device.type == "cpu" and entries <= _ONE_THREAD_MAX
+    torch.set_num_threads(1 if one else threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _adam_fit(loss_fn, params: list[torch.Tensor], steps: int, lr: float) -> None:
+    """Adam with cosine decay to 1% of ``lr``: fast early progress, precise end."""
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
-    threads = torch.get_num_threads()
-    one = params[0].device.type == "cpu" and entries <= _ONE_THREAD_MAX
-    if one:
-        torch.set_num_threads(1)
-    try:
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss_fn().backward()
-            opt.step()
-            sched.step()
-    finally:
-        if one:
-            torch.set_num_threads(threads)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+        sched.step()
 
 
 SOLVERS = ("gd", "als", "adam")
@@ -164,9 +169,8 @@ def _uv_body(A: torch.Tensor, k: int, steps: int, lr: float | None, seed: int, d
     start = float(torch.linalg.norm(U @ V - Ad))
     if solver == "adam":
         U, V = U.float().requires_grad_(True), V.float().requires_grad_(True)
-        Af = Ad.float()
-        # The loss is scaled to mean squared error / scale^2 so one lr fits any magnitude.
-        _adam_fit(lambda: ((U @ V - Af) / scale).square().mean(), [U, V], steps, lr or 0.02, A.numel())
+        Af = Ad.float()  # the loss is the mean squared error / scale^2, so one lr fits any magnitude
+        _adam_fit(lambda: ((U @ V - Af) / scale).square().mean(), [U, V], steps, lr or 0.02)
         return U.detach().cpu(), V.detach().cpu(), steps, start
     eta, prev, floor = lr or 0.8, start**2, 1e-28 * float(Ad.square().sum())
     for step in range(1, steps + 1):
@@ -231,7 +235,8 @@ def uv_factorize(A, k: int, steps: int | None = None, lr: float | None = None, s
     steps = _DEFAULT_STEPS[solver] if steps is None else steps
     _check_steps(steps, lr)
     dev = resolve_device(device)
-    U, V, taken, start = _uv_body(t, k, int(steps), lr, int(seed), dev, solver, init, float(tol))
+    with _threads_for(dev, t.numel()):
+        U, V, taken, start = _uv_body(t, k, int(steps), lr, int(seed), dev, solver, init, float(tol))
     res = _factorization(t, U.to(t.dtype), V.to(t.dtype), k, taken)
     norm = float(torch.linalg.norm(t.double()))
     return replace(res, start_relative_error=start / norm if norm > 0 else 0.0)
@@ -259,15 +264,9 @@ class Completion:
 
     def metrics(self) -> dict[str, Any]:
         nan_to_none = lambda x: None if math.isnan(x) else x  # noqa: E731  (JSON has no NaN)
-        return {
-            "train_rmse": self.train_rmse,
-            "heldout_rmse": nan_to_none(self.heldout_rmse),
-            "heldout_relative_error": nan_to_none(self.heldout_relative_error),
-            "observed": self.observed,
-            "heldout": self.heldout,
-            "compression_ratio": self.L.shape[0] * self.R.shape[1] / (self.L.shape[1] * (self.L.shape[0] + self.R.shape[1])),
-            "steps": self.steps,
-        }
+        n, k, d = self.L.shape[0], self.L.shape[1], self.R.shape[1]
+        held = {"heldout_rmse": nan_to_none(self.heldout_rmse), "heldout_relative_error": nan_to_none(self.heldout_relative_error)}
+        return {"train_rmse": self.train_rmse, **held, "observed": self.observed, "heldout": self.heldout, "compression_ratio": n * d / (k * (n + d)), "steps": self.steps}
 
 
 def _completion_als(A: torch.Tensor, rows, cols, k: int, steps: int, reg: float, tol: float, gen: torch.Generator):
@@ -276,8 +275,7 @@ def _completion_als(A: torch.Tensor, rows, cols, k: int, steps: int, reg: float,
     fitm[rows, cols] = True
     X0 = torch.where(fitm, A, torch.zeros((), dtype=A.dtype, device=A.device))  # P_Omega(A) (n, d), unobserved NaNs dropped
     lam = reg * float(torch.linalg.matrix_norm(X0, ord=2))
-    U, V = _range_start(X0 * (A.numel() / rows.numel()), k, gen)
-    prev = math.inf
+    (U, V), prev = _range_start(X0 * (A.numel() / rows.numel()), k, gen), math.inf
     for step in range(1, steps + 1):
         U = _gram_solve(V @ V.T, V @ torch.where(fitm, X0, U @ V).T, lam).T  # ridge fits to the filled-in matrix
         V = _gram_solve(U.T @ U, U.T @ torch.where(fitm, X0, U @ V), lam)
@@ -304,15 +302,13 @@ def _complete_body(A: torch.Tensor, rows, cols, fit, k: int, steps: int, lr: flo
             pred = (U[r_fit] * V[:, c_fit].T).sum(-1)  # (nnz_fit,): only the observed entries of UV
             return ((pred - v_fit) / scale).square().mean() + reg * (U.square().mean() + V.square().mean()) / scale
 
-        _adam_fit(loss, [U, V], steps, lr or 0.02, A.numel())
+        _adam_fit(loss, [U, V], steps, lr or 0.02)
     with torch.no_grad():
         err = ((U[rows] * V[:, cols].T).sum(-1) - vals).double()  # (nnz,)
         train_rmse = float(err[fit].square().mean().sqrt())
-        held_rmse = held_rel = math.nan
-        if bool((~fit).any()):
-            held_rmse = float(err[~fit].square().mean().sqrt())
-            denom = float(vals[~fit].double().norm())
-            held_rel = float(err[~fit].norm()) / denom if denom > 0 else 0.0
+        hold, denom = ~fit, float(vals[~fit].double().norm())
+        held_rmse = float(err[hold].square().mean().sqrt()) if bool(hold.any()) else math.nan
+        held_rel = (float(err[hold].norm()) / denom if denom > 0 else 0.0) if bool(hold.any()) else math.nan
     return U.detach().cpu(), V.detach().cpu(), train_rmse, held_rmse, held_rel, steps
 
 
@@ -349,8 +345,7 @@ def complete_matrix(A, mask, k: int, steps: int | None = None, lr: float | None 
 
     Args:
         A: (n, d); entries where ``mask`` is False may be NaN.
-        mask: (n, d) bool, True where A is observed.
-        k: rank.
+        mask: (n, d) bool, True where A is observed; k: the rank.
         holdout: fraction of observed entries held out, in [0, 1).
     """
     t, m, rows, cols = _observed(A, mask)
@@ -371,7 +366,8 @@ def complete_matrix(A, mask, k: int, steps: int | None = None, lr: float | None 
     if not bool(fit.any()):
         raise DataError("every observed entry was held out; lower holdout")
     dev = resolve_device(device)
-    U, V, tr, hr, hrel, taken = _complete_body(t, rows, cols, fit, k, int(steps), lr, float(reg), int(seed), dev, solver, float(tol))
+    with _threads_for(dev, t.numel()):
+        U, V, tr, hr, hrel, taken = _complete_body(t, rows, cols, fit, k, int(steps), lr, float(reg), int(seed), dev, solver, float(tol))
     return Completion(U.to(t.dtype), V.to(t.dtype), tr, hr, hrel, int(rows.numel()), int((~fit).sum()), int(taken))
 
 
@@ -389,7 +385,12 @@ def soft_impute(A, mask, lam: float, steps: int = 100, tol: float = 1e-4, start:
         raise UsageError(f"lam must be nonnegative, got {lam}")
     X0 = torch.where(m, t.double(), 0.0)  # (n, d)
     Z = torch.zeros_like(X0) if start is None else torch.as_tensor(start, dtype=torch.float64)
-    for _ in range(int(steps)):
+    with _threads_for(torch.device("cpu"), t.numel()):
+        return _soft_impute_body(X0, m, Z, float(lam), int(steps), float(tol))
+
+
+def _soft_impute_body(X0: torch.Tensor, m: torch.Tensor, Z: torch.Tensor, lam: float, steps: int, tol: float):
+    for _ in range(steps):
         U, s, Vh = torch.linalg.svd(torch.where(m, X0, Z), full_matrices=False)
         r = int((s > lam).sum())
         L, R = U[:, :r] * (s[:r] - lam), Vh[:r]
