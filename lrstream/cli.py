@@ -42,6 +42,7 @@ from .jobs.report import run_report
 from .jobs.show import ShowJob, run_show
 from .jobs.submit import SubmitJob, run_submit
 from .jobs.train import run_train, run_train_fleet, train_work
+from .jobs.update import add_update, update_command
 from .training.config import LearnConfig
 
 
@@ -285,6 +286,7 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("factorize", "classic rank-k factorisation of one matrix (.npy, .csv or image)", _add_factorize, _run_factorize),
     ("ingest", "ingest one hour of one or more streams into Arrow shards (one Ray actor per stream)", _add_ingest, _run_ingest),
     ("train", "learn a sketch from a stream's stored hours with W Ray workers and publish it as a new version", _add_train, _run_train),
+    ("update", "fold one new hour into the current dense sketch's statistics and publish a new version (no full retrain)", add_update, update_command),
     ("plan", "find the smallest sketch size m whose learned sketch meets a target error gap on held-out data", _add_plan, _run_plan),
     ("apply", "store every frame's rank-k factors for an hour (or several) with the current sketch", _add_apply, _run_apply),
     ("evaluate", "apply the current sketch to the newest hour and report its error gap next to random sketches", _add_evaluate, _run_evaluate),

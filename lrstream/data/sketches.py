@@ -4,6 +4,7 @@ Layout of a saved sketch in FOLDER (a URL, or a version folder of the store):
 
     FOLDER/positions.npy, FOLDER/values.npy, FOLDER/trainable.npy   (sparse)
     FOLDER/matrix.npy                                               (dense)
+    FOLDER/update_gram.npy ...                                      (optional extra arrays, e.g. update statistics)
     FOLDER/meta.json     published last; names every array with dtype, shape, sha256
 
 The arrays are the numerics' own plain form
@@ -27,7 +28,7 @@ from ..numerics.sketch import (
     sketch_arrays,
     sketch_from_arrays,
 )
-from .arrays import read_array, write_arrays
+from .arrays import read_array, read_arrays, write_arrays
 from .store import Store
 
 FORMAT = "lrstream-sketch"
@@ -35,10 +36,16 @@ FORMAT_VERSION = 1
 META = "meta.json"
 
 
-def write_sketch(store: Store | str, folder: str, sketch: Sketch) -> None:
-    """Write ``sketch`` into ``folder`` of ``store``; meta.json goes last so readers never see a partial sketch."""
+def write_sketch(store: Store | str, folder: str, sketch: Sketch, extra: dict | None = None) -> None:
+    """Write ``sketch`` into ``folder`` of ``store``; meta.json goes last so readers never see a partial sketch.
+
+    ``extra`` names further plain arrays stored beside it (checksummed under meta.json's "extra_arrays";
+    readers of the sketch alone ignore them, and folders written without them still load).
+    """
     store = Store.of(store)
     type_, arrays = sketch_arrays(sketch)
+    if extra and set(extra) & set(arrays):
+        raise DataError(f"extra arrays {sorted(set(extra) & set(arrays))} clash with the sketch's own")
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -48,6 +55,8 @@ def write_sketch(store: Store | str, folder: str, sketch: Sketch) -> None:
         "arrays": write_arrays(store, folder, arrays),
         "meta": sketch.meta,
     }
+    if extra:
+        doc["extra_arrays"] = write_arrays(store, folder, extra)
     store.publish(f"{folder}/{META}", json.dumps(doc, indent=1, allow_nan=False).encode(), exclusive=False)
 
 
@@ -82,6 +91,19 @@ def read_sketch(store: Store | str, folder: str) -> Sketch:
         return sketch_from_arrays(type_, m, n, arrays, meta)
     except DataError as exc:
         raise DataError(f"{url}: {exc}") from None
+
+
+def read_extra_arrays(store: Store | str, folder: str) -> dict:
+    """The extra arrays stored beside the sketch in ``folder`` ({} for a folder written without them), each checksum-verified."""
+    store = Store.of(store)
+    raw = store.read_bytes(f"{folder}/{META}")
+    if raw is None:
+        raise NothingToDoError(f"no sketch at {store.url(folder)} ({META} not found)")
+    try:
+        entries = json.loads(raw).get("extra_arrays") or {}
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise DataError(f"sketch metadata at {store.url(folder)} is corrupted: {exc}") from None
+    return read_arrays(store, folder, entries)
 
 
 def save_sketch(sketch: Sketch, url: str) -> None:

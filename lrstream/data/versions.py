@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import DataError, NothingToDoError, UsageError
-from .sketches import META, read_sketch, write_sketch
+from .sketches import META, read_extra_arrays, read_sketch, write_sketch
 from .store import Store
 
 LATEST = "LATEST"  # the name store.latest_pointer ends in
@@ -60,10 +60,12 @@ def latest_version(store: Store | str, stream: str) -> int | None:
     return version
 
 
-def publish_version(store: Store | str, stream: str, sketch, meta: dict[str, Any] | None = None, move_latest: bool = True) -> int:
+def publish_version(store: Store | str, stream: str, sketch, meta: dict[str, Any] | None = None, move_latest: bool = True, extra: dict | None = None) -> int:
     """Store ``sketch`` as the next version of ``stream`` and point LATEST at it.
 
-    ``meta`` is merged into the sketch's metadata (with the version number).
+    ``meta`` is merged into the sketch's metadata (with the version number);
+    ``extra`` names plain arrays stored with it (e.g. the update statistics,
+    read back by :func:`load_version_arrays`).
     Returns the new version. Once concurrent publishers return, LATEST names
     the newest version published with ``move_latest``.
     """
@@ -76,7 +78,7 @@ def publish_version(store: Store | str, stream: str, sketch, meta: dict[str, Any
             break
         version += 1  # another writer claimed this number first
     merged = {**sketch.meta, **(meta or {}), "stream": stream, "version": version}
-    write_sketch(store, vdir, replace(sketch, meta=merged))
+    write_sketch(store, vdir, replace(sketch, meta=merged), extra)
     if move_latest:
         store.publish(f"{vdir}/{_PROMOTE}", b"{}", exclusive=False)
         _settle_latest(store, stream)
@@ -121,3 +123,9 @@ def load_version(store: Store | str, stream: str, version: int | None = None):
         return read_sketch(store, store.version_dir(stream, int(version)))
     except NothingToDoError:
         raise NothingToDoError(f"stream {stream} has no sketch version {version}") from None
+
+
+def load_version_arrays(store: Store | str, stream: str, version: int) -> dict:
+    """The extra arrays published with a version ({} for one published without any), checksum-verified."""
+    store = Store.of(store)
+    return read_extra_arrays(store, store.version_dir(stream, int(version)))

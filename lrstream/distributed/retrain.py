@@ -26,6 +26,7 @@ from ..data.versions import publish_version, version_url
 from ..numerics.checks import check_rank
 from ..numerics.losses import check_loss
 from ..numerics.sketch import Sketch
+from ..numerics.update import UpdateStats, window_stats
 from ..training.config import LearnConfig
 from ..training.core import local_batch_sizes
 from ..training.loop import InProcess, LoopOptions, LoopStats, TrainLoop, train_and_refit
@@ -105,6 +106,18 @@ def build_loop(store: Store | str, stream: str, cfg: RetrainConfig, plan: DataPl
     return TrainLoop(exe, fit, plan.n, options, make_worker, make_server, log), run_id
 
 
+def start_stats(loop: TrainLoop, sketch: Sketch, plan: DataPlan) -> UpdateStats | None:
+    """The sufficient statistics of a dense sketch's start over the rows ``plan`` trains on (None for other kinds and starts).
+
+    Each worker returns its share's part of the start's Gram; the half-life,
+    a fraction of the training window, becomes hours over the hours trained on.
+    """
+    hours = list(dict.fromkeys(s.hour for share in plan.train for s in share))
+    if not hours:
+        return None
+    return window_stats(loop.gather, sketch.meta, plan.train_frames, len(hours), max(hours))
+
+
 def retrain(
     store: Store | str,
     stream: str,
@@ -156,6 +169,7 @@ def retrain(
         run_id = run_ids[0]
         sketch = finish_sketch(fitted, cfg.learn, plan.n, plan.d, {**info, "workers": cfg.workers, "mode": cfg.mode, "run_id": run_id})
         gaps = loop.val_errors(sketch, cfg.learn.k) if plan.val_frames else None
+        stats = start_stats(loop, sketch, plan.for_refit() if cfg.learn.refit else plan)
     finally:
         loop.shutdown()
     val_gap = val_random = None
@@ -168,9 +182,11 @@ def retrain(
         "val_gap_sparse_random": val_random,
         "retrain": {key: value for key, value in asdict(cfg).items() if key != "learn"},
     }
+    if stats is not None:
+        meta["update_stats"] = stats.record()  # its Gram travels as a checksummed array beside the sketch
     version, url = 0, ""
     if publish:
-        version = publish_version(store, stream, sketch, meta)
+        version = publish_version(store, stream, sketch, meta, extra=None if stats is None else stats.arrays())
         url = version_url(store, stream, version)
         for rid in run_ids:
             store.remove(store.run_dir(stream, rid))  # the checkpoints served their purpose
