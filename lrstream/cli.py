@@ -217,7 +217,7 @@ def _add_evaluate(cmd: Command) -> None:
         cmd.field(EvaluateJob, name)
     cmd.field(EvaluateJob, "margin", "--drift-margin")
     cmd.field(EvaluateJob, "z", "--drift-z")
-    for name in ("sample", "seed", "recompute", "retrain_on_drift", "workers", "address", "batch_size", "device"):
+    for name in ("sample", "seed", "recompute", "retrain_on_drift", "on_drift", "workers", "address", "batch_size", "device"):
         cmd.field(EvaluateJob, name)
     cmd.flag("--no-ray", action="store_true", help="with --streams/--plan: evaluate the streams one after another in this process")
     _common(cmd)

@@ -383,7 +383,7 @@ def test_entrypoints_run_real_jobs_with_flags_the_cli_accepts(cluster, jobs, tmp
         if module == "evaluate" and args.retrain_on_drift:
             # In a Ray job RAY_ADDRESS is the GCS address; the retrain must go to the dashboard, through the head's Service.
             assert args.address == head_service, f"{job}: --address {args.address}, expected {head_service}"
-    assert seen == {"ingest", "retrain", "apply", "evaluate"}
+    assert seen == {"ingest", "retrain", "apply", "evaluate", "update"}
 
 
 def test_cron_runs_ingest_apply_evaluate_hourly_and_retrain_nightly(docs):
@@ -394,13 +394,14 @@ def test_cron_runs_ingest_apply_evaluate_hourly_and_retrain_nightly(docs):
             assert module not in crons, f"jobs.{module} is scheduled twice"
             assert d["spec"].get("timeZone") in ("UTC", "Etc/UTC"), f"{d['metadata']['name']}: hour labels are UTC, so the schedule must be"
             crons[module] = d["spec"]["schedule"].split()
-    assert set(crons) == {"ingest", "apply", "evaluate", "retrain"}
+    assert set(crons) == {"ingest", "apply", "evaluate", "update", "retrain"}
     minute = {}
-    for module in ("ingest", "apply", "evaluate"):
+    for module in ("ingest", "apply", "evaluate", "update"):
         fields = crons[module]
         assert len(fields) == 5 and fields[1:] == ["*"] * 4 and fields[0].isdigit(), f"{module} should run once an hour: {fields}"
         minute[module] = int(fields[0])
     assert minute["apply"] == minute["ingest"] + 10 and minute["evaluate"] == minute["apply"] + 10 < 60, minute
+    assert minute["update"] == minute["evaluate"] + 10 < 60, minute  # evaluate scores the hour before the update folds it
     fields = crons["retrain"]
     assert len(fields) == 5 and fields[0].isdigit() and fields[1].isdigit() and fields[2:] == ["*"] * 3, f"retrain should run once a night: {fields}"
     retrain = next(d for _, d in docs if d.get("kind") == "RayCronJob" and "jobs.retrain" in d["spec"]["jobTemplate"]["entrypoint"])

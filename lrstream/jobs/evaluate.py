@@ -56,6 +56,7 @@ class EvaluateJob:
     k: int | None = field(default=None, metadata={"help": "rank (default: the sketch's)"})
     margin: float = field(default=0.0, metadata={"help": "drift when the sketch's gap exceeds sparse random's by more than this fraction"})
     retrain_on_drift: bool = field(default=False, metadata={"help": "on drift, submit `lrstream train` for the stream (a Ray job with id retrain-S-HOUR when RAY_ADDRESS is a dashboard URL)"})
+    on_drift: str = field(default="retrain", metadata={"help": "with --retrain-on-drift: a full `lrstream train`, or `lrstream update` folding the drifted hour into the sketch's statistics (falls back to train for a sketch without them)", "choices": ("retrain", "update")})
     workers: int = field(default=2, metadata={"help": "workers for a retraining submitted on drift"})
     address: str | None = field(default=None, metadata={"help": "Ray dashboard address for --retrain-on-drift (default: $RAY_ADDRESS)"})
     sample: int = field(default=32, metadata={"help": "frames scored against the optimum and the random sketches (all frames when the hour has fewer)"})
@@ -68,7 +69,8 @@ class EvaluateJob:
 
 def _used_hours(meta: dict[str, Any]) -> set[str]:
     data = meta.get("data") or {}
-    return set(data.get("train_hours", [])) | set(data.get("val_hours", []))
+    folded = {u.get("hour") for u in meta.get("updates", []) if isinstance(u, dict)}  # hours `lrstream update` folded in
+    return set(data.get("train_hours", [])) | set(data.get("val_hours", [])) | folded
 
 
 def pick_hour(store: Store | str, stream: str, meta: dict[str, Any], hour: str | None = None) -> str:
@@ -214,8 +216,11 @@ def run_evaluate(store: Store | str, stream: str, job: EvaluateJob = EvaluateJob
     )
     if job.retrain_on_drift:
         meta = load_version(store, stream, row["version"]).meta
-        argv = retrain_argv(store.root, stream, meta, workers=job.workers)
-        out["retrain"] = submit_retrain(argv, f"retrain-{stream}-{row['hour']}", address=job.address)
+        if job.on_drift == "update" and meta.get("update_stats"):
+            argv, sid = ["update", "--root", store.root, "--stream", stream, "--hour", row["hour"]], f"update-{stream}-{row['hour']}"
+        else:
+            argv, sid = retrain_argv(store.root, stream, meta, workers=job.workers), f"retrain-{stream}-{row['hour']}"
+        out["retrain"] = submit_retrain(argv, sid, address=job.address)
         message += f"; retraining {out['retrain']['status']} ({out['retrain']['mode']} {out['retrain']['submission_id']})"
     raise CommandFailed(message, EXIT_DRIFT, out)
 

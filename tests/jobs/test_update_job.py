@@ -81,3 +81,21 @@ def test_update_refuses_versions_without_statistics_and_other_shapes(tmp_path, c
     code, out = _cli(capsys, "update", "--root", root, "--stream", "cam", "--hour", HOURS[1], "--half-life-hours", "2")
     assert code == 0 and out["version"] == 4 and out["half_life_hours"] == 2.0
     assert torch.equal(load_version(root, "cam").matrix[2:], before[2:])  # mixed-dense: the random rows stay
+
+
+def test_evaluate_on_drift_can_submit_an_update(trained, monkeypatch, capsys):
+    from lrstream.jobs import evaluate as evaluation
+
+    root = str(trained)
+    calls = []
+    monkeypatch.setattr(evaluation, "submit_retrain", lambda argv, sid, address=None: calls.append((argv, sid)) or {"mode": "test", "submission_id": sid, "status": "submitted"})
+    latest = load_version(root, "cam")
+    gram = load_version_arrays(root, "cam", latest.meta["version"])[GRAM]
+    bottom = torch.linalg.eigh(torch.from_numpy(gram)).eigenvectors[:, :6].mT.float() * 4  # the worst 6-dim subspace: drifts
+    publish_version(root, "cam", DenseSketch(bottom, latest.meta), extra={GRAM: gram})
+    drift = ["--drift-z", "0", "--retrain-on-drift"]
+    assert main(["evaluate", "--root", root, "--stream", "cam", "--hour", HOURS[3], *drift, "--on-drift", "update"]) == 5
+    assert main(["evaluate", "--root", root, "--stream", "cam", "--hour", HOURS[2], *drift]) == 5
+    assert calls[0] == (["update", "--root", root, "--stream", "cam", "--hour", HOURS[3]], f"update-cam-{HOURS[3]}")
+    assert calls[1][0][0] == "train" and calls[1][1] == f"retrain-cam-{HOURS[2]}"
+    capsys.readouterr()
